@@ -1,0 +1,78 @@
+"""Temperature-softmax cross-entropy and its derivatives with respect to the logits.
+
+ICML paper, Eq. (1): p = σ_T(z) = softmax(z / T); loss ℓ = −log p_y. With respect to the logits
+(Eq. 4 and below Eq. 4, for temperature T): ∇_z ℓ = (p − y)/T and ∇²_z ℓ = (diag p − p pᵀ)/T².
+
+Everything is computed from ``log_softmax`` (log-sum-exp), so logits of 1e15 (LeNet-5 at α = 1e3)
+give finite losses and probabilities. Logits that already overflowed (inf/NaN, e.g. float32 past
+3.4e38) cannot be repaired; :func:`nonfinite_flags` reports them so callers never write silently
+wrong numbers.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def log_probs(logits: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Array:
+    """log σ_T(z), (N, K), log-sum-exp stable (Eq. 1)."""
+    return jax.nn.log_softmax(logits / temperature, axis=-1)
+
+
+def probs(logits: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Array:
+    """Softmax probabilities σ_T(z), (N, K) (Eq. 1)."""
+    return jax.nn.softmax(logits / temperature, axis=-1)
+
+
+def cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    temperature: float | jax.Array = 1.0,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """Cross-entropy −log p_y: the mean over samples, or Σ_μ w_μ ℓ_μ when ``weights`` are given."""
+    per_sample = -jnp.take_along_axis(log_probs(logits, temperature), labels[:, None], axis=-1)[:, 0]
+    if weights is None:
+        return per_sample.mean()
+    return jnp.sum(weights * per_sample)
+
+
+def logit_gradient(
+    logits: jax.Array, labels: jax.Array, temperature: float | jax.Array = 1.0
+) -> jax.Array:
+    """∇_z ℓ = (p − y)/T per sample, (N, K) (below Eq. 4)."""
+    onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return (probs(logits, temperature) - onehot) / temperature
+
+
+def logit_hessian(logits: jax.Array, temperature: float | jax.Array = 1.0) -> jax.Array:
+    """∇²_z ℓ = (diag p − p pᵀ)/T² per sample, (N, K, K) (below Eq. 4). For small K only."""
+    p = probs(logits, temperature)
+    return (jax.vmap(jnp.diag)(p) - p[:, :, None] * p[:, None, :]) / temperature**2
+
+
+def centre(p: jax.Array, u: jax.Array) -> jax.Array:
+    """u − (p·u) along the class axis: u (..., N, K) centred by the softmax means of p (N, K).
+
+    The mean is a contraction (``einsum``), not ``sum(p * u)``: jaxlib 0.10.2 miscompiles the
+    latter's multiply-reduce-broadcast fusion on CPU (jax-ml/jax#39103).
+    """
+    return u - jnp.einsum("nk,...nk->...n", p, u)[..., None]
+
+
+def centred_quadratic_form(
+    p: jax.Array, u: jax.Array, v: jax.Array, temperature: float | jax.Array = 1.0
+) -> jax.Array:
+    """uᵀ (diag p − p pᵀ) v / T² per sample in the centred form Σ_k p_k (u_k − p·u)(v_k − p·v) / T².
+
+    Shapes: p (N, K), u and v (..., N, K) → (..., N). The textbook form Σ_k p_k u_k v_k − (p·u)(p·v)
+    cancels catastrophically once softmax saturates (a negative-trace G-term at α = 100 in
+    float32); the centred form is a sum of non-negative terms when u = v.
+    """
+    return jnp.sum(p * centre(p, u) * centre(p, v), axis=-1) / temperature**2
+
+
+def nonfinite_flags(**arrays: jax.Array) -> list[str]:
+    """Names of the given arrays that hold inf or NaN (host-side check for results)."""
+    return [name for name, a in arrays.items() if not bool(jnp.all(jnp.isfinite(a)))]

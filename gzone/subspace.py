@@ -1,0 +1,66 @@
+"""Random low-dimensional subspaces θ(θ̂) = θ0 + R θ̂ of parameter space (Fort & Scherlis, Sec. 2.1).
+
+A basis R is a (P, d) array whose rows follow the order of
+``jax.flatten_util.ravel_pytree(params)``. Two kinds:
+
+* ``orthonormal``: exactly orthonormal columns, the Q factor of a Gaussian matrix (RᵀR = I_d).
+* ``sparse``: the near-orthogonal ±1 columns of Fort & Scherlis and of the ICML authors' code
+  (``get_random_ortho_matrix``): every entry is non-zero with probability 1/√P, with a random
+  sign; each column is then normalised to unit length. Columns are orthogonal only up to
+  O(P^-1/4) overlaps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+BASIS_KINDS = ("orthonormal", "sparse")
+
+
+def _check_dims(num_params: int, dim: int) -> None:
+    if not 1 <= dim <= num_params:
+        raise ValueError(
+            f"subspace dimension d={dim} must be between 1 and the number of parameters "
+            f"P={num_params}; choose a smaller --dim"
+        )
+
+
+def orthonormal_basis(key: jax.Array, num_params: int, dim: int, dtype: Any = jnp.float32) -> jax.Array:
+    """(P, d) basis with exactly orthonormal columns: QR of a standard Gaussian matrix."""
+    _check_dims(num_params, dim)
+    q, r = jnp.linalg.qr(jax.random.normal(key, (num_params, dim), dtype))
+    return q * jnp.sign(jnp.diagonal(r))  # fixes the signs so the basis is Haar-distributed
+
+
+def sparse_basis(key: jax.Array, num_params: int, dim: int, dtype: Any = jnp.float32) -> jax.Array:
+    """(P, d) sparse ±1 basis at density 1/√P with unit-norm columns (Fort & Scherlis)."""
+    _check_dims(num_params, dim)
+    key_mask, key_sign, key_fallback = jax.random.split(key, 3)
+    mask = jax.random.bernoulli(key_mask, 1.0 / num_params**0.5, (num_params, dim))
+    # a column left empty (probability ≈ exp(−√P)) gets one random entry instead
+    fallback = jax.nn.one_hot(jax.random.randint(key_fallback, (dim,), 0, num_params), num_params).T
+    mask = jnp.where(mask.any(axis=0, keepdims=True), mask, fallback > 0)
+    signs = jnp.where(jax.random.bernoulli(key_sign, 0.5, (num_params, dim)), 1.0, -1.0)
+    columns = (mask * signs).astype(dtype)
+    return columns / jnp.linalg.norm(columns, axis=0, keepdims=True)
+
+
+def random_basis(
+    key: jax.Array, num_params: int, dim: int, kind: str = "orthonormal", dtype: Any = jnp.float32
+) -> jax.Array:
+    """Random (P, d) basis of the given kind (``orthonormal`` or ``sparse``)."""
+    if kind == "orthonormal":
+        return orthonormal_basis(key, num_params, dim, dtype)
+    if kind == "sparse":
+        return sparse_basis(key, num_params, dim, dtype)
+    raise ValueError(f"unknown basis kind {kind!r}; choose one of {', '.join(BASIS_KINDS)}")
+
+
+def subspace_params(params: Any, basis: jax.Array, theta_hat: jax.Array) -> Any:
+    """θ0 + R θ̂ as a parameter pytree like ``params`` (Fort & Scherlis, Sec. 2.1)."""
+    flat, unravel = ravel_pytree(params)
+    return unravel(flat + basis @ theta_hat.astype(flat.dtype))
