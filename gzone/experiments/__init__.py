@@ -1,0 +1,1 @@
+"""One module per study: ``run(config, ...) -> records`` and its summaries; figures in gzone.plots."""

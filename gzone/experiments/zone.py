@@ -1,0 +1,220 @@
+"""Goldilocks-zone sweeps: curvature of H, G-term and H-term on random d-dim subspaces.
+
+ICML paper Fig. 1 (left: α grid at T = 1; middle: T = α^L; right: α = 1, T grid), Fig. 2
+(positive curvature and spectral norms of the three terms vs α) and Fig. 4 left (positive
+curvature vs subspace dimension d). Fort & Scherlis, Fig. 3–4 (same measurement, radius = α‖θ0‖).
+
+One *point* is (α, T, seed, d): parameters α·θ0(seed), a random basis R(seed) of dimension d, and
+the three projected matrices RᵀHR, RᵀGR, RᵀH-termR of the full-batch loss, each summarised by
+:func:`gzone.metrics.spectrum_summary`. The same basis is used for every α and T of a seed (and,
+in the dimension sweep, the first d columns of one basis), so curves are not jittered by basis
+resampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gzone import curvature, metrics, models, results, subspace
+from gzone.data import load_dataset
+
+MODES = ("alpha-grid", "temperature-grid", "alpha-temperature", "dim-grid")
+TERMS = ("hessian", "gterm", "hterm")
+POINT_FIELDS = ("alpha", "temperature", "seed", "dim")
+
+# Named settings of the papers (override any field on the command line).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": dict(model="mlp", dataset="digits", n_samples=1000, dim=50),
+    "lenet300-fashion": dict(model="lenet300", dataset="fashion_mnist", n_samples=10000, dim=50),
+    "lenet5-cifar10": dict(model="lenet5", dataset="cifar10", n_samples=3000, dim=50),
+    "tiny": dict(model="mlp", dataset="digits", n_samples=200, dim=10, widths=(32, 16)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ZoneConfig:
+    """What to measure. Fields in ``IDENTITY_FIELDS`` define a results directory; the grid
+    (α/T ranges, number of points, seeds, dims) may be extended in the same directory."""
+
+    mode: str = "alpha-grid"
+    model: str = "mlp"
+    widths: tuple[int, ...] = (300, 100)  # hidden widths of ``mlp``
+    dataset: str = "digits"
+    split: str = "train"
+    n_samples: int = 1000
+    dim: int = 50
+    basis: str = "orthonormal"
+    init: str = "kaiming"
+    dtype: str = "float32"
+    seeds: int = 3
+    alpha_min: float = 1e-2
+    alpha_max: float = 1e2
+    temperature_min: float = 1e-3
+    temperature_max: float = 1e3
+    num_points: int = 21
+    dims: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 200)
+    chunk_size: int | None = None
+
+
+IDENTITY_FIELDS = ("mode", "model", "widths", "dataset", "split", "n_samples", "basis", "init", "dtype")
+
+
+def identity(config: ZoneConfig) -> dict[str, Any]:
+    """The part of the configuration a results directory is tied to."""
+    out = {f: getattr(config, f) for f in IDENTITY_FIELDS}
+    if config.mode != "dim-grid":
+        out["dim"] = config.dim
+    if config.model != "mlp":
+        out.pop("widths")
+    return out
+
+
+def validate(config: ZoneConfig) -> None:
+    """Reject bad configurations with one-line messages that name the fix."""
+    if config.mode not in MODES:
+        raise ValueError(f"unknown mode {config.mode!r}; choose one of {', '.join(MODES)}")
+    if config.model not in models.MODEL_NAMES:
+        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(models.MODEL_NAMES)}")
+    if config.basis not in subspace.BASIS_KINDS:
+        raise ValueError(f"unknown basis {config.basis!r}; choose one of {', '.join(subspace.BASIS_KINDS)}")
+    if config.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64, got {config.dtype!r}")
+    for name in ("alpha_min", "alpha_max", "temperature_min", "temperature_max"):
+        if not getattr(config, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
+    if config.alpha_min > config.alpha_max or config.temperature_min > config.temperature_max:
+        raise ValueError("grid minimum exceeds its maximum; swap --*-min and --*-max")
+    if config.num_points < 1 or config.seeds < 1 or config.n_samples < 1:
+        raise ValueError("--num-points, --seeds and --n-samples must be at least 1")
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs jax_enable_x64: call gzone.enable_float64() first")
+
+
+def grid(config: ZoneConfig, degree: int | None) -> list[tuple[float, float, int, int]]:
+    """All points (α, T, seed, d) of the sweep, in computation order."""
+    alphas = np.geomspace(config.alpha_min, config.alpha_max, config.num_points).tolist()
+    temps = np.geomspace(config.temperature_min, config.temperature_max, config.num_points).tolist()
+    if config.mode == "alpha-grid":
+        pairs = [(a, 1.0) for a in alphas]
+    elif config.mode == "temperature-grid":
+        pairs = [(1.0, t) for t in temps]
+    elif config.mode == "alpha-temperature":
+        if degree is None:
+            raise ValueError("alpha-temperature mode (T = alpha^L) needs a homogeneous model")
+        pairs = [(a, a**degree) for a in alphas]
+    else:
+        pairs = [(1.0, 1.0)]
+    dims = sorted(config.dims) if config.mode == "dim-grid" else [config.dim]
+    return [(a, t, s, d) for s in range(config.seeds) for d in dims for a, t in pairs]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Data and model of a sweep, loaded once."""
+
+    model: Any
+    x: jax.Array
+    y: jax.Array
+    dtype: Any
+    num_params: int
+
+
+def prepare(config: ZoneConfig, data_dir: str | None = None) -> Setup:
+    """Load the data (first ``n_samples`` of the split, as the authors) and build the model."""
+    validate(config)
+    data = load_dataset(config.dataset, config.split, n=config.n_samples, data_dir=data_dir)
+    model = models.make_model(config.model, data.num_classes, widths=config.widths)
+    dtype = jnp.dtype(config.dtype)
+    params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), data.x.shape[1:], dtype=dtype))
+    num_params = models.num_params(params)
+    max_dim = max(config.dims) if config.mode == "dim-grid" else config.dim
+    if max_dim > num_params:
+        raise ValueError(f"subspace dimension {max_dim} exceeds the model's P={num_params} parameters")
+    return Setup(model, jnp.asarray(data.x, dtype), jnp.asarray(data.y), dtype, num_params)
+
+
+def seed_state(setup: Setup, config: ZoneConfig, seed: int) -> tuple[Any, jax.Array]:
+    """θ0 and the basis R of one seed (independent keys split from ``jax.random.key(seed)``)."""
+    key_init, key_basis = jax.random.split(jax.random.key(seed))
+    params = models.init(setup.model, key_init, setup.x.shape[1:], config.init, setup.dtype)
+    max_dim = max(config.dims) if config.mode == "dim-grid" else config.dim
+    basis = subspace.random_basis(key_basis, setup.num_params, max_dim, config.basis, setup.dtype)
+    return params, basis
+
+
+def measure_point(
+    setup: Setup, config: ZoneConfig, params: Any, basis: jax.Array, point: tuple
+) -> list[dict[str, Any]]:
+    """The three records (H, G-term, H-term) of one point."""
+    alpha, temperature, seed, dim = point
+    scaled = jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
+    projection = curvature.projected(
+        setup.model.apply, scaled, basis[:, :dim], setup.x, setup.y, temperature,
+        chunk_size=config.chunk_size,
+    )
+    common = {
+        "alpha": alpha, "temperature": temperature, "seed": seed, "dim": dim,
+        "n_samples": int(len(setup.x)), "model": config.model, "dataset": config.dataset,
+        "dtype": config.dtype, "basis": config.basis, "mode": config.mode,
+        "loss": float(projection.loss), "gradient_norm": float(projection.gradient_norm),
+    }
+    return [
+        {**common, "term": term, **metrics.spectrum_summary(getattr(projection, term))}
+        for term in TERMS
+    ]
+
+
+def run(
+    config: ZoneConfig,
+    out_dir: str,
+    *,
+    data_dir: str | None = None,
+    progress: Callable[[Iterator, int], Iterator] | None = None,
+) -> list[dict[str, Any]]:
+    """Run (or resume) a sweep, appending records to ``<out_dir>/results.jsonl`` point by point.
+
+    ``progress`` wraps the iterator of remaining points (e.g. ``lambda it, n: tqdm(it, total=n)``).
+    Returns all records of the directory.
+    """
+    validate(config)
+    existing = results.open_results(out_dir, identity(config))
+    setup = prepare(config, data_dir)
+    done = results.finished_points(existing, POINT_FIELDS, TERMS)
+    todo = [p for p in grid(config, setup.model.homogeneity_degree) if p not in done]
+    states: dict[int, tuple[Any, jax.Array]] = {}
+    iterator = iter(todo) if progress is None else progress(iter(todo), len(todo))
+    for point in iterator:
+        seed = point[2]
+        if seed not in states:
+            states[seed] = seed_state(setup, config, seed)
+        results.append_records(out_dir, measure_point(setup, config, *states[seed], point))
+    return results.load_records(f"{out_dir}/{results.RESULTS_FILE}")
+
+
+def summarize(records: list[dict[str, Any]], x_field: str = "alpha") -> list[dict[str, Any]]:
+    """Per (x, term): median and min/max over seeds of positive curvature and spectral norm."""
+    table: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        table.setdefault((r[x_field], r["term"]), []).append(r)
+    rows = []
+    for (x, term), group in sorted(table.items()):
+        row = {x_field: x, "term": term, "seeds": len(group)}
+        for metric in ("positive_curvature", "spectral_norm", "top_eigenvalue"):
+            values = np.array([g[metric] for g in group if g[metric] is not None], dtype=float)
+            row[metric] = (
+                (float(np.median(values)), float(values.min()), float(values.max()))
+                if values.size else None
+            )
+        rows.append(row)
+    return rows
+
+
+def x_field(mode: str) -> str:
+    """The swept quantity plotted on the x axis."""
+    return {"temperature-grid": "temperature", "dim-grid": "dim"}.get(mode, "alpha")

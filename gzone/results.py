@@ -1,0 +1,134 @@
+"""Append-only, resumable result records: one JSON object per line in ``<out>/results.jsonl``.
+
+* ``<out>/config.json`` holds the configuration that produced the records (with the gzone and jax
+  versions as provenance); opening the directory with another configuration is refused.
+* Records are appended and flushed as soon as a point is computed, so an interrupted sweep loses
+  at most the point in progress; a torn last line is dropped on the next open.
+* A *point* (e.g. one (α, T, seed)) is finished when all its records are present; a rerun skips
+  finished points, so nothing is computed or written twice.
+* Non-finite numbers are never written as numbers: they become ``null`` and the record names
+  them in ``flags``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.jsonl"
+CONFIG_FILE = "config.json"
+PROVENANCE_KEYS = ("gzone_version", "jax_version")
+
+
+class ConfigMismatchError(ValueError):
+    """The results directory was written by a different configuration."""
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def _provenance() -> dict[str, str]:
+    import jax
+
+    import gzone
+
+    return {"gzone_version": gzone.__version__, "jax_version": jax.__version__}
+
+
+def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Prepare ``out_dir`` for ``config`` and return the records already there.
+
+    Creates the directory and ``config.json`` on first use; raises :class:`ConfigMismatchError`
+    (naming the differing keys) when the directory belongs to another configuration.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / CONFIG_FILE
+    wanted = _canonical(config)
+    if config_path.exists():
+        stored = json.loads(config_path.read_text())
+        stored = {k: v for k, v in stored.items() if k not in PROVENANCE_KEYS}
+        if stored != wanted:
+            differing = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+            details = ", ".join(f"{k}: {stored.get(k)!r} there vs {wanted.get(k)!r} now" for k in differing)
+            raise ConfigMismatchError(
+                f"{out} holds results of another configuration ({details}); "
+                f"use a different --out directory or remove {out}"
+            )
+    else:
+        config_path.write_text(json.dumps({**wanted, **_provenance()}, indent=2, sort_keys=True))
+    return load_records(out / RESULTS_FILE, repair=True)
+
+
+def load_records(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """Records of a results file; a torn last line (interrupted write) is ignored, and with
+    ``repair`` cut from the file so that later appends start on a clean line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records, good_bytes = [], 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            good_bytes += len(line) + 1
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1 and any(rest.strip() for rest in lines[i + 1 :]):
+                raise ValueError(f"{path}: line {i + 1} is not valid JSON; the file is corrupted") from None
+            break  # torn last line
+        good_bytes += len(line) + 1
+    if repair and good_bytes < len(raw):
+        with open(path, "r+b") as handle:
+            handle.truncate(min(good_bytes, len(raw)))
+    return records
+
+
+def _clean(value: Any, path: str, flags: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        flags.append(f"nonfinite_{path}")
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v, k, flags) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v, path, flags) for v in value]
+    return value
+
+
+def sanitize(record: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``record`` with non-finite floats replaced by ``null`` and named in ``flags``."""
+    flags = list(record.get("flags", []))
+    cleaned = {k: _clean(v, k, flags) for k, v in record.items() if k != "flags"}
+    cleaned["flags"] = sorted(set(flags))
+    return cleaned
+
+
+def append_records(out_dir: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append records (sanitised) and flush them to disk before returning."""
+    lines = "".join(json.dumps(sanitize(r), sort_keys=True) + "\n" for r in records)
+    with open(Path(out_dir) / RESULTS_FILE, "a") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def point_key(record: dict[str, Any], fields: Sequence[str]) -> tuple:
+    """The identity of the point a record belongs to, e.g. (α, T, seed, d)."""
+    return tuple(record[f] for f in fields)
+
+
+def finished_points(
+    records: Iterable[dict[str, Any]], fields: Sequence[str], terms: Sequence[str]
+) -> set[tuple]:
+    """Points for which a record of every term in ``terms`` exists."""
+    seen: dict[tuple, set[str]] = {}
+    for record in records:
+        seen.setdefault(point_key(record, fields), set()).add(record["term"])
+    return {key for key, found in seen.items() if set(terms) <= found}
