@@ -1,0 +1,25 @@
+"""Test-wide settings: float64 available (dense references), shared data folder fixture.
+
+``jax_enable_x64`` only makes float64 *available*; tests that exercise float32 code pass float32
+arrays explicitly, and the library takes its dtype from its inputs.
+"""
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real-data folder named by GZONE_DATA_DIR; skips visibly when it is unset."""
+    value = os.environ.get("GZONE_DATA_DIR")
+    if not value:
+        pytest.skip("GZONE_DATA_DIR is not set: real-data test skipped (set it to ../shared/data)")
+    path = Path(value).resolve()
+    if not path.is_dir():
+        pytest.skip(f"GZONE_DATA_DIR={value} is not a directory: real-data test skipped")
+    return path

@@ -1,0 +1,123 @@
+"""Results store and the zone sweep end to end: resume, config checks, flags, CLI errors, figure."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gzone import results
+from gzone.experiments import zone
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import curvature_sweep  # noqa: E402
+
+TINY = ["--preset", "tiny", "--num-points", "3", "--seeds", "2", "--no-progress"]
+
+
+def run_cli(tmp_path, *extra):
+    return curvature_sweep.main([*TINY, "--out", str(tmp_path / "run"), *extra])
+
+
+def read(tmp_path):
+    return results.load_records(tmp_path / "run" / results.RESULTS_FILE)
+
+
+def test_sweep_writes_records_figure_and_resumes(tmp_path, capsys):
+    assert run_cli(tmp_path, "--alpha-grid") == 0
+    records = read(tmp_path)
+    assert len(records) == 3 * 2 * 3  # alphas × seeds × terms
+    required = {"alpha", "temperature", "seed", "term", "positive_curvature", "local_convexity",
+                "spectral_norm", "top_eigenvalue", "eigenvalues", "dim", "n_samples", "model",
+                "dataset", "dtype", "flags"}
+    assert required <= set(records[0])
+    assert {r["term"] for r in records} == {"hessian", "gterm", "hterm"}
+    assert all(len(r["eigenvalues"]) == 10 for r in records)
+    assert (tmp_path / "run" / "zone.png").stat().st_size > 0
+    assert (tmp_path / "run" / "zone.pdf").stat().st_size > 0
+    lines_before = (tmp_path / "run" / results.RESULTS_FILE).read_text()
+    assert run_cli(tmp_path, "--alpha-grid") == 0  # nothing left to compute
+    assert (tmp_path / "run" / results.RESULTS_FILE).read_text() == lines_before
+    assert run_cli(tmp_path, "--alpha-grid", "--seeds", "3") == 0  # extends the grid only
+    assert len(read(tmp_path)) == 3 * 3 * 3
+
+
+def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path):
+    config = zone.ZoneConfig(**{**zone.PRESETS["tiny"], "num_points": 3, "seeds": 1})
+    out = tmp_path / "run"
+
+    def interrupt_after_two(iterator, total):
+        for i, point in enumerate(iterator):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield point
+
+    with pytest.raises(KeyboardInterrupt):
+        zone.run(config, out, progress=interrupt_after_two)
+    assert len(results.load_records(out / results.RESULTS_FILE)) == 2 * 3
+    with open(out / results.RESULTS_FILE, "a") as handle:  # a write torn by the interruption
+        handle.write('{"alpha": 1.0, "ter')
+    records = zone.run(config, out)
+    keys = [(r["alpha"], r["seed"], r["term"]) for r in records]
+    assert len(keys) == len(set(keys)) == 3 * 3
+
+
+def test_other_configuration_in_same_directory_is_refused(tmp_path, capsys):
+    assert run_cli(tmp_path) == 0
+    assert run_cli(tmp_path, "--dim", "5") == 2
+    message = capsys.readouterr().err
+    assert "another configuration" in message and "dim" in message and "--out" in message
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--alpha-min", "0"], "alpha-min must be > 0"),
+        (["--model", "resnet"], "unknown model"),
+        (["--dataset", "imagenet"], "imagenet"),
+        (["--dim", "100000"], "exceeds"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, capsys, args, expected):
+    assert run_cli(tmp_path, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and err.count("\n") == 0
+
+
+def test_temperature_modes_and_dim_grid(tmp_path):
+    assert run_cli(tmp_path, "--alpha-temperature") == 0
+    records = read(tmp_path)
+    for r in records:  # T = alpha^L with L = 3 for the tiny MLP
+        assert r["temperature"] == pytest.approx(r["alpha"] ** 3)
+    hessian = [r["positive_curvature"] for r in records if r["term"] == "hessian" and r["seed"] == 0]
+    assert max(hessian) - min(hessian) < 1e-3 * max(abs(h) for h in hessian)  # Fig. 1 middle
+    assert curvature_sweep.main([*TINY, "--out", str(tmp_path / "dims"), "--dim-grid", "--dims", "2,4,8"]) == 0
+    dims = results.load_records(tmp_path / "dims" / results.RESULTS_FILE)
+    assert sorted({r["dim"] for r in dims}) == [2, 4, 8]
+
+
+def test_nonfinite_values_are_written_as_null_with_flags(tmp_path):
+    results.open_results(tmp_path, {"a": 1})
+    results.append_records(tmp_path, [{"term": "gterm", "positive_curvature": float("nan"),
+                                       "eigenvalues": [1.0, float("inf")]}])
+    text = (tmp_path / results.RESULTS_FILE).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    record = json.loads(text)
+    assert record["positive_curvature"] is None and record["eigenvalues"] == [1.0, None]
+    assert set(record["flags"]) == {"nonfinite_positive_curvature", "nonfinite_eigenvalues"}
+
+
+def test_zone_found_on_fashion_mnist(data_dir, tmp_path):
+    """Issue criterion: LeNet-300-100, 1,000 Fashion-MNIST images, d = 50, 3 seeds — high positive
+    curvature near α = 1 that falls towards 0 far from it, and ‖G‖₂ > ‖H-term‖₂ only inside."""
+    config = zone.ZoneConfig(**{**zone.PRESETS["lenet300-fashion"], "n_samples": 1000, "seeds": 3,
+                                "alpha_min": 0.03, "alpha_max": 30.0, "num_points": 3})
+    records = zone.run(config, tmp_path, data_dir=str(data_dir))
+    rows = {(r["alpha"], r["term"]): r for r in zone.summarize(records)}
+    low, one, high = sorted({r["alpha"] for r in records})
+    assert rows[(one, "hessian")]["positive_curvature"][1] > 3  # min over seeds
+    for alpha in (low, high):
+        assert abs(rows[(alpha, "hessian")]["positive_curvature"][0]) < 0.5
+    assert rows[(one, "gterm")]["spectral_norm"][0] > rows[(one, "hterm")]["spectral_norm"][0]
+    for alpha in (low, high):
+        assert rows[(alpha, "gterm")]["spectral_norm"][0] < rows[(alpha, "hterm")]["spectral_norm"][0]
