@@ -24,9 +24,14 @@ def eigenvalues(matrix: jax.Array) -> jax.Array:
 
 
 def positive_curvature(eigs: jax.Array) -> jax.Array:
-    """Tr/‖·‖_F = Σλ / √(Σλ²) (Eq. 2); NaN for the zero matrix (0/0, flagged by callers)."""
-    frobenius = jnp.sqrt(jnp.sum(eigs**2))
-    return jnp.where(frobenius > 0, jnp.sum(eigs) / jnp.where(frobenius > 0, frobenius, 1), jnp.nan)
+    """Tr/‖·‖_F = Σλ / √(Σλ²) (Eq. 2); NaN for the zero matrix (0/0, flagged by callers).
+
+    Computed on λ / max|λ| (the ratio is scale-invariant), so tiny non-zero spectra such as a
+    G-term of 1e-28 do not underflow in Σλ².
+    """
+    largest = jnp.max(jnp.abs(eigs))
+    unit = eigs / jnp.where(largest > 0, largest, 1)
+    return jnp.where(largest > 0, jnp.sum(unit) / jnp.sqrt(jnp.sum(unit**2)), jnp.nan)
 
 
 def local_convexity(eigs: jax.Array) -> jax.Array:
@@ -47,16 +52,17 @@ def top_eigenvalue(eigs: jax.Array) -> jax.Array:
 def spectrum_summary(matrix: jax.Array) -> dict[str, Any]:
     """Host-side record of one matrix: the metrics above, its eigenvalues, and ``flags`` naming
     anything non-finite or undefined (never written silently as a number)."""
-    eigs = np.asarray(jax.device_get(eigenvalues(matrix)), dtype=np.float64)
+    eigs = eigenvalues(matrix)
     flags = []
-    if not np.all(np.isfinite(np.asarray(matrix))):
+    if not bool(jnp.all(jnp.isfinite(matrix))):
         flags.append("nonfinite_matrix")
     record = {
-        "positive_curvature": float(positive_curvature(jnp.asarray(eigs))),
-        "local_convexity": float(local_convexity(jnp.asarray(eigs))),
-        "spectral_norm": float(spectral_norm(jnp.asarray(eigs))),
-        "top_eigenvalue": float(top_eigenvalue(jnp.asarray(eigs))),
+        "positive_curvature": float(positive_curvature(eigs)),
+        "local_convexity": float(local_convexity(eigs)),
+        "spectral_norm": float(spectral_norm(eigs)),
+        "top_eigenvalue": float(top_eigenvalue(eigs)),
     }
+    eigs = np.asarray(jax.device_get(eigs), dtype=np.float64)
     if not np.any(eigs) and "nonfinite_matrix" not in flags:
         flags.append("zero_matrix")
     for name, value in record.items():

@@ -11,6 +11,7 @@ the variables ``{"params": ...}`` returned by :func:`init` and of an NHWC batch 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -150,12 +151,17 @@ def init(
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; choose one of {sorted(INIT_SCHEMES)}")
-    variables = model.init(key, jnp.zeros((1, *input_shape), dtype))
-    initializer = INIT_SCHEMES[scheme]
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+    return _init(model, key, tuple(input_shape), scheme, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
+def _init(model: nn.Module, key: jax.Array, input_shape: tuple, scheme: str, dtype: Any) -> Variables:
+    shapes = jax.eval_shape(model.init, key, jnp.zeros((1, *input_shape), dtype))
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     keys = jax.random.split(key, len(leaves))
+    initializer = INIT_SCHEMES[scheme]
     new_leaves = [
-        initializer(k, leaf.shape, dtype) if path[-1].key == "kernel" else jnp.zeros_like(leaf)
+        initializer(k, leaf.shape, dtype) if path[-1].key == "kernel" else jnp.zeros(leaf.shape, dtype)
         for k, (path, leaf) in zip(keys, leaves)
     ]
     return jax.tree_util.tree_unflatten(treedef, new_leaves)

@@ -12,6 +12,7 @@ A basis R is a (P, d) array whose rows follow the order of
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -32,6 +33,11 @@ def _check_dims(num_params: int, dim: int) -> None:
 def orthonormal_basis(key: jax.Array, num_params: int, dim: int, dtype: Any = jnp.float32) -> jax.Array:
     """(P, d) basis with exactly orthonormal columns: QR of a standard Gaussian matrix."""
     _check_dims(num_params, dim)
+    return _orthonormal_basis(key, num_params, dim, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _orthonormal_basis(key: jax.Array, num_params: int, dim: int, dtype: Any) -> jax.Array:
     q, r = jnp.linalg.qr(jax.random.normal(key, (num_params, dim), dtype))
     return q * jnp.sign(jnp.diagonal(r))  # fixes the signs so the basis is Haar-distributed
 
@@ -39,6 +45,11 @@ def orthonormal_basis(key: jax.Array, num_params: int, dim: int, dtype: Any = jn
 def sparse_basis(key: jax.Array, num_params: int, dim: int, dtype: Any = jnp.float32) -> jax.Array:
     """(P, d) sparse ±1 basis at density 1/√P with unit-norm columns (Fort & Scherlis)."""
     _check_dims(num_params, dim)
+    return _sparse_basis(key, num_params, dim, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _sparse_basis(key: jax.Array, num_params: int, dim: int, dtype: Any) -> jax.Array:
     key_mask, key_sign, key_fallback = jax.random.split(key, 3)
     mask = jax.random.bernoulli(key_mask, 1.0 / num_params**0.5, (num_params, dim))
     # a column left empty (probability ≈ exp(−√P)) gets one random entry instead

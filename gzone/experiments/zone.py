@@ -55,8 +55,8 @@ class ZoneConfig:
     seeds: int = 3
     alpha_min: float = 1e-2
     alpha_max: float = 1e2
-    temperature_min: float = 1e-3
-    temperature_max: float = 1e3
+    temperature_min: float | None = None  # default: alpha_max^-L (Fig. 1 right mirrors left)
+    temperature_max: float | None = None  # default: alpha_min^-L
     num_points: int = 21
     dims: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 200)
     chunk_size: int | None = None
@@ -86,9 +86,13 @@ def validate(config: ZoneConfig) -> None:
     if config.dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {config.dtype!r}")
     for name in ("alpha_min", "alpha_max", "temperature_min", "temperature_max"):
-        if not getattr(config, name) > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(config, name)}")
-    if config.alpha_min > config.alpha_max or config.temperature_min > config.temperature_max:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if config.alpha_min > config.alpha_max or (
+        None not in (config.temperature_min, config.temperature_max)
+        and config.temperature_min > config.temperature_max
+    ):
         raise ValueError("grid minimum exceeds its maximum; swap --*-min and --*-max")
     if config.num_points < 1 or config.seeds < 1 or config.n_samples < 1:
         raise ValueError("--num-points, --seeds and --n-samples must be at least 1")
@@ -99,7 +103,11 @@ def validate(config: ZoneConfig) -> None:
 def grid(config: ZoneConfig, degree: int | None) -> list[tuple[float, float, int, int]]:
     """All points (α, T, seed, d) of the sweep, in computation order."""
     alphas = np.geomspace(config.alpha_min, config.alpha_max, config.num_points).tolist()
-    temps = np.geomspace(config.temperature_min, config.temperature_max, config.num_points).tolist()
+    # H(αθ, 1) = α^-2 H(θ, α^-L) (Eq. 5), so T ∈ [α_max^-L, α_min^-L] mirrors the α grid.
+    power = degree if degree is not None else 1
+    t_min = config.temperature_min or config.alpha_max**-power
+    t_max = config.temperature_max or config.alpha_min**-power
+    temps = np.geomspace(t_min, t_max, config.num_points).tolist()
     if config.mode == "alpha-grid":
         pairs = [(a, 1.0) for a in alphas]
     elif config.mode == "temperature-grid":
@@ -148,24 +156,30 @@ def seed_state(setup: Setup, config: ZoneConfig, seed: int) -> tuple[Any, jax.Ar
     return params, basis
 
 
-def measure_point(
-    setup: Setup, config: ZoneConfig, params: Any, basis: jax.Array, point: tuple
-) -> list[dict[str, Any]]:
-    """The three records (H, G-term, H-term) of one point."""
-    alpha, temperature, seed, dim = point
+def project(
+    setup: Setup, config: ZoneConfig, params: Any, basis: jax.Array, alpha: float, temperature: float
+) -> curvature.ProjectedCurvature:
+    """RᵀHR, RᵀGR, RᵀH-termR at α·θ0 and temperature T."""
     scaled = jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
-    projection = curvature.projected(
-        setup.model.apply, scaled, basis[:, :dim], setup.x, setup.y, temperature,
-        chunk_size=config.chunk_size,
+    return curvature.projected(
+        setup.model.apply, scaled, basis, setup.x, setup.y, temperature, chunk_size=config.chunk_size
     )
+
+
+def point_records(
+    config: ZoneConfig, projection: curvature.ProjectedCurvature, point: tuple, n_samples: int
+) -> list[dict[str, Any]]:
+    """The three records (H, G-term, H-term) of one point; ``projection`` may span a larger
+    nested basis, whose leading d×d blocks are the projections onto its first d columns."""
+    alpha, temperature, seed, dim = point
     common = {
         "alpha": alpha, "temperature": temperature, "seed": seed, "dim": dim,
-        "n_samples": int(len(setup.x)), "model": config.model, "dataset": config.dataset,
+        "n_samples": n_samples, "model": config.model, "dataset": config.dataset,
         "dtype": config.dtype, "basis": config.basis, "mode": config.mode,
         "loss": float(projection.loss), "gradient_norm": float(projection.gradient_norm),
     }
     return [
-        {**common, "term": term, **metrics.spectrum_summary(getattr(projection, term))}
+        {**common, "term": term, **metrics.spectrum_summary(getattr(projection, term)[:dim, :dim])}
         for term in TERMS
     ]
 
@@ -188,12 +202,16 @@ def run(
     done = results.finished_points(existing, POINT_FIELDS, TERMS)
     todo = [p for p in grid(config, setup.model.homogeneity_degree) if p not in done]
     states: dict[int, tuple[Any, jax.Array]] = {}
+    last: tuple[tuple, curvature.ProjectedCurvature | None] = ((), None)
     iterator = iter(todo) if progress is None else progress(iter(todo), len(todo))
     for point in iterator:
-        seed = point[2]
+        alpha, temperature, seed, _ = point
         if seed not in states:
             states[seed] = seed_state(setup, config, seed)
-        results.append_records(out_dir, measure_point(setup, config, *states[seed], point))
+        if last[0] != (alpha, temperature, seed):  # the dim grid reuses one projection per seed
+            last = ((alpha, temperature, seed), project(setup, config, *states[seed], alpha, temperature))
+        records = point_records(config, last[1], point, int(len(setup.x)))
+        results.append_records(out_dir, records)
     return results.load_records(f"{out_dir}/{results.RESULTS_FILE}")
 
 
