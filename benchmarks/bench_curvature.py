@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Cost of the projected curvature pass against full-batch gradients.
+
+For each case: U = one jit-compiled full-batch loss + gradient; P = ``curvature.projected`` (H, G-term
+and H-term, d = 50); the ratio P / (d·U); compile times apart (first call minus the median of the
+repeats); peak resident memory of the case's own process. Medians of ``--repeats`` runs.
+
+    python benchmarks/bench_curvature.py                 # all cases (real data if GZONE_DATA_DIR is set)
+    python benchmarks/bench_curvature.py --quick         # small sizes, a smoke test
+    python benchmarks/bench_curvature.py --case lenet300-10k --dtype float64
+
+Target (issue #3): P ≤ 1.0·d·U for LeNet-300-100 at N = 10,000, float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CASES = {
+    "lenet300-1k": dict(model="lenet300", dataset="fashion_mnist", n=1000),
+    "lenet300-10k": dict(model="lenet300", dataset="fashion_mnist", n=10000),
+    "lenet5-1k": dict(model="lenet5", dataset="cifar10", n=1000),
+}
+QUICK = {"lenet300-1k": 200, "lenet300-10k": 500, "lenet5-1k": 100}
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(first call incl. compilation, median of ``repeats`` further calls), seconds."""
+    import jax
+
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def run_case(name: str, n: int, dim: int, dtype: str, repeats: int, chunk_size: int | None) -> dict:
+    if dtype == "float64":
+        import gzone
+
+        gzone.enable_float64()
+    import jax
+    import jax.numpy as jnp
+
+    from gzone import curvature, data, models, subspace
+
+    spec = CASES[name]
+    try:
+        ds = data.load_dataset(spec["dataset"], n=n)
+        x, y, source = ds.x, ds.y, spec["dataset"]
+    except (FileNotFoundError, ValueError):
+        shape = (28, 28, 1) if spec["model"] == "lenet300" else (32, 32, 3)
+        ds = data.load_dataset("gaussian", n=n, shape=shape)
+        x, y, source = ds.x, ds.y, "gaussian (real files not found)"
+    model = models.make_model(spec["model"])
+    params = models.init(model, jax.random.key(0), x.shape[1:], dtype=jnp.dtype(dtype))
+    x, y = jnp.asarray(x, dtype), jnp.asarray(y)
+    num_params = models.num_params(params)
+    basis = subspace.orthonormal_basis(jax.random.key(1), num_params, dim, jnp.dtype(dtype))
+    grad_first, grad_time = timed(
+        lambda: curvature.loss_and_gradient(model.apply, params, x, y, chunk_size=len(x)), repeats
+    )
+    proj_first, proj_time = timed(
+        lambda: curvature.projected(model.apply, params, basis, x, y, chunk_size=chunk_size), repeats
+    )
+    return {
+        "case": name, "model": spec["model"], "data": source, "n": int(len(x)), "P": num_params,
+        "d": dim, "dtype": dtype, "backend": jax.default_backend(), "device": str(jax.devices()[0]),
+        "chunk_size": chunk_size or curvature.auto_chunk_size(model.apply, params, x, dim),
+        "gradient_s": grad_time, "projected_s": proj_time, "ratio_to_dU": proj_time / (dim * grad_time),
+        "compile_gradient_s": grad_first - grad_time, "compile_projected_s": proj_first - proj_time,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=sorted(CASES), action="append")
+    parser.add_argument("--dim", type=int, default=50)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="small N: a smoke test of the script")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cases = args.case or list(CASES)
+    if args.child:
+        name = cases[0]
+        n = QUICK[name] if args.quick else CASES[name]["n"]
+        print(json.dumps(run_case(name, n, args.dim, args.dtype, args.repeats, args.chunk_size)))
+        return 0
+    header = f"{'case':<14}{'N':>7}{'P':>8}{'U (s)':>9}{'proj (s)':>10}{'proj/(d·U)':>12}{'compile U/proj (s)':>20}{'peak GiB':>10}"
+    print(header)
+    for name in cases:  # one process per case: its own compile cache and peak memory
+        command = [sys.executable, __file__, "--child", "--case", name, "--dim", str(args.dim),
+                   "--dtype", args.dtype, "--repeats", str(args.repeats)]
+        command += ["--quick"] if args.quick else []
+        command += ["--chunk-size", str(args.chunk_size)] if args.chunk_size else []
+        out = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+        if out.returncode != 0:
+            print(f"{name}: failed\n{out.stderr[-2000:]}")
+            return 1
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{r['case']:<14}{r['n']:>7}{r['P']:>8}{r['gradient_s']:>9.4f}{r['projected_s']:>10.3f}"
+              f"{r['ratio_to_dU']:>12.2f}{r['compile_gradient_s']:>10.2f}/{r['compile_projected_s']:<9.2f}"
+              f"{r['peak_rss_gib']:>10.2f}")
+        print(f"  data: {r['data']}, dtype {r['dtype']}, d={r['d']}, chunk {r['chunk_size']}, {r['device']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
