@@ -24,9 +24,9 @@ import sys
 import time
 
 CASES = {
-    "lenet300-1k": dict(model="lenet300", dataset="fashion_mnist", n=1000),
-    "lenet300-10k": dict(model="lenet300", dataset="fashion_mnist", n=10000),
-    "lenet5-1k": dict(model="lenet5", dataset="cifar10", n=1000),
+    "lenet300-1k": {"model": "lenet300", "dataset": "fashion_mnist", "n": 1000},
+    "lenet300-10k": {"model": "lenet300", "dataset": "fashion_mnist", "n": 10000},
+    "lenet5-1k": {"model": "lenet5", "dataset": "cifar10", "n": 1000},
 }
 QUICK = {"lenet300-1k": 200, "lenet300-10k": 500, "lenet5-1k": 100}
 
@@ -76,7 +76,7 @@ def run_case(name: str, n: int, dim: int, dtype: str, repeats: int, chunk_size: 
         lambda: curvature.projected(model.apply, params, basis, x, y, chunk_size=chunk_size), repeats
     )
     return {
-        "case": name, "model": spec["model"], "data": source, "n": int(len(x)), "P": num_params,
+        "case": name, "model": spec["model"], "data": source, "n": len(x), "P": num_params,
         "d": dim, "dtype": dtype, "backend": jax.default_backend(), "device": str(jax.devices()[0]),
         "chunk_size": chunk_size or curvature.auto_chunk_size(model.apply, params, x, dim),
         "gradient_s": grad_time, "projected_s": proj_time, "ratio_to_dU": proj_time / (dim * grad_time),
@@ -108,7 +108,7 @@ def main() -> int:
                    "--dtype", args.dtype, "--repeats", str(args.repeats)]
         command += ["--quick"] if args.quick else []
         command += ["--chunk-size", str(args.chunk_size)] if args.chunk_size else []
-        out = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+        out = subprocess.run(command, capture_output=True, text=True, env=os.environ, check=False)
         if out.returncode != 0:
             print(f"{name}: failed\n{out.stderr[-2000:]}")
             return 1

@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gzone import objective
@@ -260,13 +259,3 @@ def loss_and_gradient(apply_fn, params, x, y, temperature=1.0, *, chunk_size=Non
         lo, gr = _loss_and_grad_chunk(apply_fn, params, xc, yc, wc, temperature)
         loss, grad = loss + lo, grad + ravel_pytree(gr)[0]
     return loss, grad
-
-
-def flat_params(params: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
-    """(θ as a flat vector (P,), unravel) — the order every basis and operator uses."""
-    return ravel_pytree(params)
-
-
-def as_numpy(a: jax.Array) -> np.ndarray:
-    """Host copy of a device array (for results and plots)."""
-    return np.asarray(jax.device_get(a))

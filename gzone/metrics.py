@@ -80,5 +80,5 @@ def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def softmax_entropy(p: jax.Array) -> jax.Array:
-    """Per-sample entropy −Σ_k p_k log p_k (natural log), safe at p_k = 0."""
-    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1)), 0.0), axis=-1)
+    """Per-sample entropy −Σ_k p_k log p_k (natural log, 0 log 0 = 0): (K,) → (), (N, K) → (N,)."""
+    return jnp.sum(jax.scipy.special.entr(jnp.asarray(p)), axis=-1)

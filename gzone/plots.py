@@ -10,9 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 TERM_STYLE = {
-    "hessian": dict(label="Hessian $H$", color="black"),
-    "gterm": dict(label="G-term $G_*$", color="tab:blue"),
-    "hterm": dict(label="H-term $H_*$", color="tab:red"),
+    "hessian": {"label": "Hessian $H$", "color": "black"},
+    "gterm": {"label": "G-term $G_*$", "color": "tab:blue"},
+    "hterm": {"label": "H-term $H_*$", "color": "tab:red"},
 }
 X_LABELS = {
     "alpha": r"initialization scale $\alpha$",

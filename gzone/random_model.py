@@ -43,8 +43,9 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import Array
-from jax.scipy.special import entr
 from jax.typing import ArrayLike, DTypeLike
+
+from gzone.metrics import softmax_entropy  # noqa: F401  (re-exported: used with Γ_p)
 
 
 class LogitGradientStats(NamedTuple):
@@ -267,15 +268,6 @@ def expected_gradient_norm(
     if reading == "paper":
         return scale * gap
     raise ValueError(f"reading must be 'exact' or 'paper'; got {reading!r}")
-
-
-@jax.jit
-def softmax_entropy(probs: ArrayLike) -> Array:
-    """Entropy ``-sum_k p_k log p_k`` per sample (natural log, ``0 log 0 = 0``).
-
-    (K,) -> (), (N, K) -> (N,).
-    """
-    return jnp.sum(entr(jnp.asarray(probs)), axis=-1)
 
 
 @partial(jax.jit, static_argnames=("s", "num_classes", "dtype"))

@@ -174,7 +174,7 @@ def test_euler_identities(kind):
     (H-term) θ = (L − 1) ∇ℓ (the H-term's weights (p − y)/T are the loss gradient's)."""
     model, params, x, y = tiny_problem(kind)
     degree = model.homogeneity_degree
-    flat, unravel = ravel_pytree(params)
+    flat = ravel_pytree(params)[0]
     z, jtheta = jax.jvp(lambda p: model.apply(p, x), (params,), (params,))
     np.testing.assert_allclose(jtheta, degree * z, rtol=1e-12, atol=1e-14)
     hterm_theta = curvature.hterm_operator(model.apply, params, x, y, 0.9)(flat)
@@ -210,7 +210,7 @@ def test_projected_vmaps_over_seeds():
     batched = jax.vmap(lambda p, b: curvature.projected(model.apply, p, b, x, y))(stacked_params, bases)
     for i in range(3):
         single = curvature.projected(
-            model.apply, jax.tree_util.tree_map(lambda a: a[i], stacked_params), bases[i], x, y
+            model.apply, jax.tree_util.tree_map(lambda a, i=i: a[i], stacked_params), bases[i], x, y
         )
         np.testing.assert_allclose(batched.hessian[i], single.hessian, rtol=1e-10, atol=1e-14)
 
@@ -228,7 +228,7 @@ def test_float32_gterm_stays_accurate_when_softmax_saturates():
     basis64 = subspace.orthonormal_basis(jax.random.key(3), 16 * 64 + 64 * 32 + 320, 50, jnp.float64)
     out = {}
     for dtype in (jnp.float32, jnp.float64):
-        params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params64)
+        params = jax.tree_util.tree_map(lambda a, dt=dtype: a.astype(dt), params64)
         out[dtype] = curvature.projected(
             model.apply, params, basis64.astype(dtype), x64.astype(dtype), y
         )

@@ -26,7 +26,7 @@ def test_logit_derivatives_match_autodiff():
     y = jnp.array([2, 0, 3])
     t = 0.6
     for i in range(3):
-        def loss(zi):
+        def loss(zi, i=i):
             return objective.cross_entropy(zi[None], y[i : i + 1], t)
         np.testing.assert_allclose(objective.logit_gradient(z, y, t)[i], jax.grad(loss)(z[i]), rtol=1e-12)
         np.testing.assert_allclose(objective.logit_hessian(z, t)[i], jax.hessian(loss)(z[i]), rtol=1e-10, atol=1e-15)

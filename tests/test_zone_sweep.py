@@ -10,7 +10,7 @@ from gzone import results
 from gzone.experiments import zone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import curvature_sweep  # noqa: E402
+import curvature_sweep
 
 TINY = ["--preset", "tiny", "--num-points", "3", "--seeds", "2", "--no-progress"]
 

@@ -30,10 +30,10 @@ POINT_FIELDS = ("alpha", "temperature", "seed", "dim")
 
 # Named settings of the papers (override any field on the command line).
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": dict(model="mlp", dataset="digits", n_samples=1000, dim=50),
-    "lenet300-fashion": dict(model="lenet300", dataset="fashion_mnist", n_samples=10000, dim=50),
-    "lenet5-cifar10": dict(model="lenet5", dataset="cifar10", n_samples=3000, dim=50),
-    "tiny": dict(model="mlp", dataset="digits", n_samples=200, dim=10, widths=(32, 16)),
+    "default": {"model": "mlp", "dataset": "digits", "n_samples": 1000, "dim": 50},
+    "lenet300-fashion": {"model": "lenet300", "dataset": "fashion_mnist", "n_samples": 10000, "dim": 50},
+    "lenet5-cifar10": {"model": "lenet5", "dataset": "cifar10", "n_samples": 3000, "dim": 50},
+    "tiny": {"model": "mlp", "dataset": "digits", "n_samples": 200, "dim": 10, "widths": (32, 16)},
 }
 
 
@@ -210,7 +210,7 @@ def run(
             states[seed] = seed_state(setup, config, seed)
         if last[0] != (alpha, temperature, seed):  # the dim grid reuses one projection per seed
             last = ((alpha, temperature, seed), project(setup, config, *states[seed], alpha, temperature))
-        records = point_records(config, last[1], point, int(len(setup.x)))
+        records = point_records(config, last[1], point, len(setup.x))
         results.append_records(out_dir, records)
     return results.load_records(f"{out_dir}/{results.RESULTS_FILE}")
 
