@@ -104,6 +104,8 @@ class LeNet5(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if min(x.shape[1:3]) < 16:
+            raise ValueError(f"LeNet5 needs images of at least 16x16 pixels, got {x.shape[1:3]}")
         act = _activation(self.activation)
         h = nn.Conv(6, (5, 5), padding="VALID", use_bias=False, name="conv0")(x)
         h = avg_pool_2x2(act(h))
@@ -171,6 +173,7 @@ def scale(variables: Variables, alpha: float) -> Variables:
     """α-scaled parameters αθ (ICML paper, Sec. 3); rejects α ≤ 0 and non-finite α."""
     if not (math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite positive number, got {alpha!r}")
+    alpha = float(alpha)  # a Python float keeps each leaf's dtype (a NumPy float64 would not)
     return jax.tree_util.tree_map(lambda leaf: alpha * leaf, variables)
 
 
