@@ -104,9 +104,9 @@ class LeNet5(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
         if min(x.shape[1:3]) < 16:
             raise ValueError(f"LeNet5 needs images of at least 16x16 pixels, got {x.shape[1:3]}")
-        act = _activation(self.activation)
         h = nn.Conv(6, (5, 5), padding="VALID", use_bias=False, name="conv0")(x)
         h = avg_pool_2x2(act(h))
         h = nn.Conv(16, (5, 5), padding="VALID", use_bias=False, name="conv1")(h)
