@@ -178,10 +178,22 @@ def point_records(
         "dtype": config.dtype, "basis": config.basis, "mode": config.mode,
         "loss": float(projection.loss), "gradient_norm": float(projection.gradient_norm),
     }
-    return [
+    records = [
         {**common, "term": term, **metrics.spectrum_summary(getattr(projection, term)[:dim, :dim])}
         for term in TERMS
     ]
+    return _flag_unresolved_gterm(records, jnp.finfo(jnp.dtype(config.dtype)).eps)
+
+
+def _flag_unresolved_gterm(records: list[dict[str, Any]], eps: float) -> list[dict[str, Any]]:
+    """Flag the Hessian record when ‖G‖₂ is below the floating-point resolution of ‖H-term‖₂:
+    H = G + H-term then carries no trace of G in this dtype (use --dtype float64)."""
+    norms = {r["term"]: r["spectral_norm"] or 0.0 for r in records}
+    if 0 < norms["gterm"] < 10 * eps * norms["hterm"]:
+        for r in records:
+            if r["term"] == "hessian":
+                r["flags"] = sorted({*r["flags"], "gterm_below_dtype_resolution"})
+    return records
 
 
 def run(
