@@ -128,7 +128,16 @@ def make_model(
     activation: str = "relu",
     use_bias: bool = False,
 ) -> nn.Module:
-    """Model by name: ``lenet300``, ``lenet5`` or ``mlp`` (hidden ``widths`` + a K-way output)."""
+    """Model by name: ``lenet300``, ``lenet5`` or ``mlp`` (hidden ``widths`` + a K-way output).
+
+    Cached: equal arguments return the same (immutable) module, so jit caches keyed on
+    ``model.apply`` are reused across sweeps in one process instead of recompiling.
+    """
+    return _make_model(name, num_classes, tuple(widths), activation, use_bias)
+
+
+@functools.cache
+def _make_model(name: str, num_classes: int, widths: tuple, activation: str, use_bias: bool) -> nn.Module:
     if name == "lenet300":
         return LeNet300100(num_classes, activation)
     if name == "lenet5":

@@ -1,5 +1,9 @@
 """Matplotlib figures in the papers' layouts. Every function returns the figure and, given a path
-stem, saves it as PNG and PDF."""
+stem, saves it as PNG and PDF.
+
+Records of the full parameter space (``space: "full"``, :mod:`gzone.fullspace`) are drawn dashed
+next to the subspace ones in :func:`zone_figure`; :func:`density_figure` shows their spectral
+densities."""
 
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ X_LABELS = {
     "temperature": r"softmax temperature $T$",
     "dim": r"subspace dimension $d$",
 }
+X_SYMBOLS = {"alpha": r"\alpha", "temperature": "T", "dim": "d"}
+
+
+def _is_full(record: dict[str, Any]) -> bool:
+    return record.get("space", "subspace") == "full"
 
 
 def save(fig: plt.Figure, path_stem: str | Path | None) -> None:
@@ -31,8 +40,13 @@ def save(fig: plt.Figure, path_stem: str | Path | None) -> None:
         fig.savefig(stem.with_suffix(suffix), dpi=150, bbox_inches="tight")
 
 
-def _band(ax, records: list[dict[str, Any]], x_field: str, term: str, metric: str) -> None:
+def _band(
+    ax, records: list[dict[str, Any]], x_field: str, term: str, metric: str, full: bool = False
+) -> None:
+    records = [r for r in records if _is_full(r) == full]
     xs = sorted({r[x_field] for r in records if r["term"] == term})
+    if not xs:
+        return
     med, low, high = [], [], []
     for x in xs:
         values = [r[metric] for r in records if r["term"] == term and r[x_field] == x]
@@ -41,8 +55,10 @@ def _band(ax, records: list[dict[str, Any]], x_field: str, term: str, metric: st
         low.append(values.min() if values.size else np.nan)
         high.append(values.max() if values.size else np.nan)
     style = TERM_STYLE[term]
-    ax.plot(xs, med, marker="o", ms=3, color=style["color"], label=style["label"])
-    ax.fill_between(xs, low, high, color=style["color"], alpha=0.2, lw=0)
+    label = style["label"] + (" (full space)" if full else "")
+    ax.plot(xs, med, marker="s" if full else "o", ms=3, ls="--" if full else "-",
+            color=style["color"], label=label)
+    ax.fill_between(xs, low, high, color=style["color"], alpha=0.1 if full else 0.2, lw=0)
 
 
 def zone_figure(
@@ -54,18 +70,20 @@ def zone_figure(
 ) -> plt.Figure:
     """ICML Fig. 2 layout: positive curvature (top) and spectral norm ‖·‖₂ (bottom, log scale) of
     the Hessian, G-term and H-term against ``x_field``; seeds as min/max bands around the median.
-    The dimension sweep (Fig. 4 left) shows positive curvature only, with the √d bound."""
+    The dimension sweep (Fig. 4 left) shows positive curvature only, with the √d bound.
+    Full-space records, if any, are drawn dashed (in the dimension sweep: at d = P)."""
     terms = [t for t in TERM_STYLE if any(r["term"] == t for r in records)]
     rows = 1 if x_field == "dim" else 2
     fig, axes = plt.subplots(rows, 1, figsize=(5.5, 3.2 * rows), sharex=True, squeeze=False)
     for term in terms:
-        _band(axes[0, 0], records, x_field, term, "positive_curvature")
-        if rows == 2:
-            _band(axes[1, 0], records, x_field, term, "spectral_norm")
+        for full in (False, True):
+            _band(axes[0, 0], records, x_field, term, "positive_curvature", full)
+            if rows == 2:
+                _band(axes[1, 0], records, x_field, term, "spectral_norm", full)
     axes[0, 0].set_ylabel(r"positive curvature $\mathrm{Tr}/\|\cdot\|_F$")
     axes[0, 0].axhline(0, color="grey", lw=0.5)
     if x_field == "dim":
-        dims = np.array(sorted({r["dim"] for r in records}), dtype=float)
+        dims = np.array(sorted({r["dim"] for r in records if not _is_full(r)}), dtype=float)
         axes[0, 0].plot(dims, np.sqrt(dims), ls="--", color="grey", label=r"bound $\sqrt{d}$")
     else:
         axes[1, 0].set_ylabel(r"spectral norm $\|\cdot\|_2$")
@@ -79,6 +97,83 @@ def zone_figure(
     axes[-1, 0].set_xlabel(X_LABELS.get(x_field, x_field))
     if title:
         axes[0, 0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    save(fig, path_stem)
+    return fig
+
+
+def slq_density(
+    nodes: np.ndarray, weights: np.ndarray, sigma_rel: float = 0.01, num_points: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-smoothed density of SLQ quadratures (nodes and weights, one row per probe), in
+    float64 NumPy: the rule of :func:`gzone.lanczos.density_from_quadrature` on the grid
+    [min θ − 3σ, max θ + 3σ], σ = ``sigma_rel`` × (max θ − min θ); integrates to 1."""
+    nodes, weights = np.atleast_2d(np.asarray(nodes, float)), np.atleast_2d(np.asarray(weights, float))
+    ok = np.isfinite(nodes) & np.isfinite(weights)
+    lo, hi = nodes[ok].min(), nodes[ok].max()
+    sigma = sigma_rel * (hi - lo if hi > lo else max(abs(lo), abs(hi), 1.0))
+    grid = np.linspace(lo - 3 * sigma, hi + 3 * sigma, num_points)
+    z = (grid[None, :] - nodes[ok][:, None]) / sigma
+    density = weights[ok] @ np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi) * nodes.shape[0])
+    total = np.sum((density[1:] + density[:-1]) * np.diff(grid)) / 2  # trapezoid rule
+    return grid, density / total
+
+
+def density_figure(
+    records: list[dict[str, Any]],
+    x_field: str = "alpha",
+    *,
+    max_columns: int = 7,
+    sigma_rel: float = 0.01,
+    xscale: str = "linear",
+    title: str | None = None,
+    path_stem: str | Path | None = None,
+) -> plt.Figure:
+    """Full-space spectral densities (stochastic Lanczos quadrature) of the Hessian, G-term and
+    H-term: one row per term, one column per value of ``x_field`` (at most ``max_columns``, spread
+    evenly over the sweep, ends included); log-scaled density, each panel on its own eigenvalue
+    range. The seeds' quadratures are pooled (their mixture estimates the density averaged over
+    initialisations). ``xscale="symlog"`` (linear within 1% of max|λ|) spreads out the bulk."""
+    full = [r for r in records if _is_full(r) and r.get("slq_nodes")]
+    if not full:
+        raise ValueError("no full-space records with SLQ nodes (run the sweep with --full-space)")
+    xs = sorted({r[x_field] for r in full})
+    if len(xs) > max_columns:
+        xs = [xs[i] for i in np.unique(np.linspace(0, len(xs) - 1, max_columns).round().astype(int))]
+    terms = [t for t in TERM_STYLE if any(r["term"] == t for r in full)]
+    fig, axes = plt.subplots(len(terms), len(xs), figsize=(2.3 * len(xs) + 0.6, 1.9 * len(terms) + 0.6),
+                             squeeze=False)
+    for i, term in enumerate(terms):
+        for j, x in enumerate(xs):
+            ax = axes[i, j]
+            group = [r for r in full if r["term"] == term and r[x_field] == x]
+            nodes = np.concatenate([np.asarray(r["slq_nodes"], float) for r in group])
+            weights = np.concatenate([np.asarray(r["slq_weights"], float) for r in group])
+            if not np.any(np.isfinite(nodes) & np.isfinite(weights)):
+                ax.text(0.5, 0.5, "non-finite", transform=ax.transAxes, ha="center", fontsize=7)
+                continue
+            grid, density = slq_density(nodes, weights, sigma_rel)
+            ax.plot(grid, density, color=TERM_STYLE[term]["color"], lw=0.8)
+            ax.set_yscale("log")
+            ax.set_ylim(density.max() * 1e-7, density.max() * 3)
+            largest = np.nanmax(np.abs(nodes))
+            if xscale == "symlog" and largest > 0:
+                ax.set_xscale("symlog", linthresh=0.01 * largest)
+            else:
+                ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+            ax.tick_params(labelsize=6)
+            if not largest > 0:
+                ax.text(0.5, 0.5, "zero matrix", transform=ax.transAxes, ha="center", fontsize=7)
+            ax.xaxis.get_offset_text().set_fontsize(6)
+            ax.grid(alpha=0.3, lw=0.3)
+            if i == 0:
+                ax.set_title(f"${X_SYMBOLS.get(x_field, x_field)} = {x:.3g}$", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(TERM_STYLE[term]["label"] + "\ndensity", fontsize=8)
+            if i == len(terms) - 1:
+                ax.set_xlabel(r"eigenvalue $\lambda$", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save(fig, path_stem)
     return fig

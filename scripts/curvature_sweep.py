@@ -7,11 +7,18 @@ d-dimensional subspaces (ICML paper Fig. 1, 2, 4 left; Fort & Scherlis Fig. 3-4)
     python scripts/curvature_sweep.py --alpha-temperature          # Fig. 1 middle (T = alpha^L)
     python scripts/curvature_sweep.py --dim-grid                   # Fig. 4 left
     python scripts/curvature_sweep.py --alpha-grid --preset lenet300-fashion --data-dir ../shared/data
+    python scripts/curvature_sweep.py --alpha-grid --full-space    # + the full parameter space
 
 With no options it runs the alpha grid on the embedded default (scikit-learn digits, MLP
 64-300-100-10, 1,000 samples, d = 50, 3 seeds) in about a minute on 2 CPU cores. Results are
 appended to <out>/results.jsonl as they are computed; rerunning resumes; the figure goes to
 <out>/zone.png and .pdf.
+
+--full-space adds, per (alpha, T, seed), one record per term in the full P-dimensional space
+(Hutchinson positive curvature with a standard error, Lanczos top eigenvalues and spectral norm,
+SLQ spectral densities; gzone.fullspace), drawn dashed in zone.png, with the densities in
+<out>/densities.png and .pdf. It costs about 3 x (lanczos-iters x density-probes + probes)
+products H v per point. A directory is tied to --full-space and its settings either way.
 """
 
 from __future__ import annotations
@@ -50,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-points", type=int, help="grid points of alpha or T")
     parser.add_argument("--dtype", choices=("float32", "float64"))
     parser.add_argument("--chunk-size", type=int, help="samples per jit-compiled chunk (default: automatic)")
+    parser.add_argument("--full-space", action="store_true", default=None,
+                        help="also measure H, G-term, H-term in the full parameter space")
+    parser.add_argument("--probes", type=int, help="full space: Hutchinson probes per term (default 100)")
+    parser.add_argument("--lanczos-iters", type=int,
+                        help="full space: Lanczos steps per run, clipped to P (default 100)")
+    parser.add_argument("--density-probes", type=int,
+                        help="full space: SLQ probes (Lanczos runs) per term (default 1)")
     parser.add_argument("--out", default=None, help="output directory (default runs/zone-<mode>-<preset>)")
     parser.add_argument("--data-dir", default=None, help="folder with the dataset files (else $GZONE_DATA_DIR)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,6 +80,14 @@ def build_config(args: argparse.Namespace):
         if value is not None:
             fields[field.name] = value
     return zone.ZoneConfig(**fields)
+
+
+def print_rows(rows: list[dict], x: str) -> None:
+    for row in rows:
+        pc, sn = row["positive_curvature"], row["spectral_norm"]
+        pc_text = f"{pc[0]:8.3f} [{pc[1]:7.3f}, {pc[2]:7.3f}]" if pc else "undefined"
+        sn_text = f"{sn[0]:15.4g}" if sn else "undefined"
+        print(f"{row[x]:>12.4g} {row['term']:>8} {pc_text:>34} {sn_text}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     x = zone.x_field(config.mode)
     print(f"{len(records)} records in {out}/results.jsonl")
     print(f"{x:>12} {'term':>8} {'pos.curv (median [min, max])':>34} {'||.||_2 median':>15}")
-    for row in zone.summarize(records, x):
-        pc, sn = row["positive_curvature"], row["spectral_norm"]
-        pc_text = f"{pc[0]:8.3f} [{pc[1]:7.3f}, {pc[2]:7.3f}]" if pc else "undefined"
-        sn_text = f"{sn[0]:15.4g}" if sn else "undefined"
-        print(f"{row[x]:>12.4g} {row['term']:>8} {pc_text:>34} {sn_text}")
+    print_rows(zone.summarize(records, x), x)
+    if config.full_space:
+        print("full parameter space:")
+        print_rows(zone.summarize(records, x, full=True), x)
     flagged = sum(bool(r["flags"]) for r in records)
     if flagged:
         print(f"warning: {flagged} records carry flags (non-finite or undefined values); see 'flags'")
@@ -102,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         title = f"{config.model} on {config.dataset}, N={config.n_samples}, {config.dtype}"
         plots.zone_figure(records, x, title=title, path_stem=f"{out}/zone")
         print(f"figure: {out}/zone.png, {out}/zone.pdf")
+        if config.full_space:
+            plots.density_figure(records, x, title=f"{title}, full space", path_stem=f"{out}/densities")
+            print(f"figure: {out}/densities.png, {out}/densities.pdf")
     return 0
 
 

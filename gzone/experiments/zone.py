@@ -9,6 +9,10 @@ the three projected matrices RᵀHR, RᵀGR, RᵀH-termR of the full-batch loss,
 :func:`gzone.metrics.spectrum_summary`. The same basis is used for every α and T of a seed (and,
 in the dimension sweep, the first d columns of one basis), so curves are not jittered by basis
 resampling.
+
+With ``full_space`` on, every (α, T, seed) also gets one record per term in the full P-dimensional
+space (``space: "full"``, ``dim = P``): Hutchinson positive curvature with a standard error,
+Lanczos extreme eigenvalues and SLQ spectral densities (:mod:`gzone.fullspace`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import curvature, metrics, models, results, subspace
+from gzone import curvature, fullspace, metrics, models, results, subspace
 from gzone.data import load_dataset
 
 MODES = ("alpha-grid", "temperature-grid", "alpha-temperature", "dim-grid")
 TERMS = ("hessian", "gterm", "hterm")
 POINT_FIELDS = ("alpha", "temperature", "seed", "dim")
+FULL_POINT_FIELDS = ("alpha", "temperature", "seed")  # one full-space measurement per (α, T, seed)
+FULL_SPACE_STREAM = 2  # fold_in(key(seed), 2): full-space probes; split(key(seed)) gives θ0 and R
 
 # Named settings of the papers (override any field on the command line).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -60,9 +66,14 @@ class ZoneConfig:
     num_points: int = 21
     dims: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 200)
     chunk_size: int | None = None
+    full_space: bool = False  # also measure in the full parameter space (gzone.fullspace)
+    probes: int = 100  # Hutchinson probes per term (full space)
+    lanczos_iters: int = 100  # Lanczos steps per run (full space; clipped to P)
+    density_probes: int = 1  # SLQ probes per term (full space); each is one Lanczos run
 
 
 IDENTITY_FIELDS = ("mode", "model", "widths", "dataset", "split", "n_samples", "basis", "init", "dtype")
+FULL_SPACE_FIELDS = ("full_space", "probes", "lanczos_iters", "density_probes")
 
 
 def identity(config: ZoneConfig) -> dict[str, Any]:
@@ -72,7 +83,14 @@ def identity(config: ZoneConfig) -> dict[str, Any]:
         out["dim"] = config.dim
     if config.model != "mlp":
         out.pop("widths")
+    if config.full_space:  # absent when off: directories of earlier sweeps keep their identity
+        out.update({f: getattr(config, f) for f in FULL_SPACE_FIELDS})
     return out
+
+
+def is_full_space(record: dict[str, Any]) -> bool:
+    """Whether a record is a full-space measurement (subspace records carry no ``space``)."""
+    return record.get("space", "subspace") == "full"
 
 
 def validate(config: ZoneConfig) -> None:
@@ -96,6 +114,8 @@ def validate(config: ZoneConfig) -> None:
         raise ValueError("grid minimum exceeds its maximum; swap --*-min and --*-max")
     if config.num_points < 1 or config.seeds < 1 or config.n_samples < 1:
         raise ValueError("--num-points, --seeds and --n-samples must be at least 1")
+    if config.probes < 2 or config.lanczos_iters < 1 or config.density_probes < 1:
+        raise ValueError("--probes must be at least 2, --lanczos-iters and --density-probes at least 1")
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs jax_enable_x64: call gzone.enable_float64() first")
 
@@ -196,6 +216,70 @@ def _flag_unresolved_gterm(records: list[dict[str, Any]], eps: float) -> list[di
     return records
 
 
+def full_space(
+    setup: Setup, config: ZoneConfig, params: Any, seed: int, alpha: float, temperature: float
+) -> tuple[dict[str, fullspace.TermCurvature], float, float]:
+    """Full-space curvature of the three terms at α·θ0 and T, with the loss and ‖∇ℓ‖ there.
+
+    The probes depend on the seed only (``fold_in(key(seed), FULL_SPACE_STREAM)``) and are common
+    to the three terms, so every α, T and term of a seed sees the same probes, as it sees the same
+    basis R: the curves are not jittered by probe resampling.
+    """
+    scaled = jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
+    key = jax.random.fold_in(jax.random.key(seed), FULL_SPACE_STREAM)
+    terms = fullspace.full_space_curvature(
+        setup.model.apply, scaled, setup.x, setup.y, temperature, key=key, terms=TERMS,
+        num_probes=config.probes, num_iters=config.lanczos_iters,
+        density_probes=config.density_probes, common_probes=True, chunk_size=config.chunk_size,
+    )
+    loss, grad = curvature.loss_and_gradient(
+        setup.model.apply, scaled, setup.x, setup.y, temperature, chunk_size=config.chunk_size
+    )
+    return terms, float(loss), float(jnp.linalg.norm(grad))
+
+
+def _floats(a: Any) -> list[float]:
+    return np.asarray(jax.device_get(a), dtype=np.float64).tolist()
+
+
+def full_space_records(
+    config: ZoneConfig,
+    measured: tuple[dict[str, fullspace.TermCurvature], float, float],
+    point: tuple,
+    n_samples: int,
+    num_params: int,
+) -> list[dict[str, Any]]:
+    """The three full-space records (``space: "full"``, ``dim = P``, basis ``identity``) of the
+    (α, T, seed) of ``point``; the common fields are those of :func:`point_records`."""
+    alpha, temperature, seed = point[:3]
+    terms, loss, gradient_norm = measured
+    common = {
+        "alpha": alpha, "temperature": temperature, "seed": seed, "dim": num_params,
+        "n_samples": n_samples, "model": config.model, "dataset": config.dataset,
+        "dtype": config.dtype, "basis": "identity", "mode": config.mode,
+        "loss": loss, "gradient_norm": gradient_norm, "space": "full",
+        "num_probes": config.probes, "density_probes": config.density_probes,
+    }
+    records = []
+    for term in TERMS:
+        c = terms[term]
+        top = _floats(c.top_eigenvalues)
+        records.append({
+            **common, "term": term, "lanczos_iters": min(config.lanczos_iters, num_params),
+            "positive_curvature": float(c.positive_curvature), "stderr": float(c.stderr),
+            "trace": float(c.trace), "trace_stderr": float(c.trace_stderr),
+            "frobenius_norm": float(c.frobenius_norm), "frobenius_stderr": float(c.frobenius_stderr),
+            "spectral_norm": float(c.spectral_norm), "top_eigenvalue": top[0],
+            "top_eigenvalues": top, "residual_norms": _floats(c.residual_norms),
+            "bottom_eigenvalues": _floats(c.bottom_eigenvalues),
+            "bottom_residual_norms": _floats(c.bottom_residual_norms),
+            "slq_nodes": [_floats(row) for row in c.nodes],
+            "slq_weights": [_floats(row) for row in c.weights],
+            "flags": ["zero_matrix"] if float(c.spectral_norm) == 0 else [],
+        })
+    return records
+
+
 def run(
     config: ZoneConfig,
     out_dir: str,
@@ -206,13 +290,22 @@ def run(
     """Run (or resume) a sweep, appending records to ``<out_dir>/results.jsonl`` point by point.
 
     ``progress`` wraps the iterator of remaining points (e.g. ``lambda it, n: tqdm(it, total=n)``).
-    Returns all records of the directory.
+    With ``config.full_space`` a point is finished only once the full-space records of its
+    (α, T, seed) exist too. Returns all records of the directory.
     """
     validate(config)
     existing = results.open_results(out_dir, identity(config))
     setup = prepare(config, data_dir)
-    done = results.finished_points(existing, POINT_FIELDS, TERMS)
-    todo = [p for p in grid(config, setup.model.homogeneity_degree) if p not in done]
+    done = results.finished_points(
+        [r for r in existing if not is_full_space(r)], POINT_FIELDS, TERMS
+    )
+    done_full = results.finished_points(
+        [r for r in existing if is_full_space(r)], FULL_POINT_FIELDS, TERMS
+    )
+    todo = [
+        p for p in grid(config, setup.model.homogeneity_degree)
+        if p not in done or (config.full_space and p[:3] not in done_full)
+    ]
     states: dict[int, tuple[Any, jax.Array]] = {}
     last: tuple[tuple, curvature.ProjectedCurvature | None] = ((), None)
     iterator = iter(todo) if progress is None else progress(iter(todo), len(todo))
@@ -220,17 +313,28 @@ def run(
         alpha, temperature, seed, _ = point
         if seed not in states:
             states[seed] = seed_state(setup, config, seed)
-        if last[0] != (alpha, temperature, seed):  # the dim grid reuses one projection per seed
-            last = ((alpha, temperature, seed), project(setup, config, *states[seed], alpha, temperature))
-        records = point_records(config, last[1], point, len(setup.x))
-        results.append_records(out_dir, records)
+        if point not in done:
+            if last[0] != (alpha, temperature, seed):  # the dim grid reuses one projection per seed
+                last = ((alpha, temperature, seed), project(setup, config, *states[seed], alpha, temperature))
+            records = point_records(config, last[1], point, len(setup.x))
+            results.append_records(out_dir, records)
+        if config.full_space and point[:3] not in done_full:
+            measured = full_space(setup, config, states[seed][0], seed, alpha, temperature)
+            records = full_space_records(config, measured, point, len(setup.x), setup.num_params)
+            results.append_records(out_dir, records)
+            done_full.add(point[:3])
     return results.load_records(f"{out_dir}/{results.RESULTS_FILE}")
 
 
-def summarize(records: list[dict[str, Any]], x_field: str = "alpha") -> list[dict[str, Any]]:
-    """Per (x, term): median and min/max over seeds of positive curvature and spectral norm."""
+def summarize(
+    records: list[dict[str, Any]], x_field: str = "alpha", *, full: bool = False
+) -> list[dict[str, Any]]:
+    """Per (x, term): median and min/max over seeds of positive curvature and spectral norm, of
+    the subspace records (or, with ``full``, of the full-space ones)."""
     table: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
+        if is_full_space(r) != full:
+            continue
         table.setdefault((r[x_field], r["term"]), []).append(r)
     rows = []
     for (x, term), group in sorted(table.items()):
