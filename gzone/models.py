@@ -168,6 +168,13 @@ def init(
 @functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
 def _init(model: nn.Module, key: jax.Array, input_shape: tuple, scheme: str, dtype: Any) -> Variables:
     shapes = jax.eval_shape(model.init, key, jnp.zeros((1, *input_shape), dtype))
+    return init_from_shapes(shapes, key, scheme, dtype)
+
+
+def init_from_shapes(shapes: Any, key: jax.Array, scheme: str, dtype: Any) -> Variables:
+    """Draw variables for a tree of shapes (from ``jax.eval_shape``): ``scheme``'s initialiser for
+    every kernel (one key per leaf, ``split(key, leaves)``), zeros elsewhere. Traceable, so it can
+    be vmapped over keys without running Flax's own (discarded) initialisers."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     keys = jax.random.split(key, len(leaves))
     initializer = INIT_SCHEMES[scheme]

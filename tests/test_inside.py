@@ -68,7 +68,7 @@ def test_init_from_shapes_matches_models_init():
     key = jax.random.key(3)
     expected = models.init(model, key, (8, 8, 1), "kaiming", jnp.float32)
     shapes = jax.eval_shape(lambda: expected)
-    got = inside.init_from_shapes(shapes, key, "kaiming", jnp.float32)
+    got = models.init_from_shapes(shapes, key, "kaiming", jnp.float32)
     np.testing.assert_allclose(ravel_pytree(got)[0], ravel_pytree(expected)[0], rtol=1e-6)
 
 

@@ -1030,19 +1030,6 @@ def _pad_labels(y: jax.Array, chunks: int, chunk_size: int) -> jax.Array:
     return jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(chunks, chunk_size)
 
 
-def init_from_shapes(shapes: Any, key: jax.Array, scheme: str, dtype: Any) -> Any:
-    """``models.init`` without its ``model.init`` call: the same keys (``split(key, leaves)``) and
-    initialiser per kernel, zeros elsewhere, so the same parameters (up to float rounding of the
-    scaling, 1 ulp); ``shapes`` from ``jax.eval_shape``. Inside ``jit`` this skips Flax's own
-    (discarded) random draws."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-    keys = jax.random.split(key, len(leaves))
-    initializer = models.INIT_SCHEMES[scheme]
-    new = [initializer(k, leaf.shape, dtype) if path[-1].key == "kernel"
-           else jnp.zeros(leaf.shape, dtype) for k, (path, leaf) in zip(keys, leaves)]
-    return jax.tree_util.tree_unflatten(treedef, new)
-
-
 def init_state_fn(setup: Setup, config: Fig6Config) -> Callable[[jax.Array], tuple[Any, jax.Array]]:
     """key -> (θ0, R): Kaiming parameters and a (P, d) basis, keys split as in ``seed_state``."""
     shapes = jax.eval_shape(lambda: models.init(setup.model, jax.random.key(0), setup.input_shape,
@@ -1050,7 +1037,7 @@ def init_state_fn(setup: Setup, config: Fig6Config) -> Callable[[jax.Array], tup
 
     def state(key):
         key_init, key_basis = jax.random.split(key)
-        params = init_from_shapes(shapes, key_init, config.init, setup.dtype)
+        params = models.init_from_shapes(shapes, key_init, config.init, setup.dtype)
         basis = subspace.random_basis(key_basis, setup.num_params, config.dim, config.basis,
                                       setup.dtype)
         return params, basis
