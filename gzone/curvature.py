@@ -15,20 +15,29 @@ How each is computed (all jit-compiled, data passed as arguments, chunked over s
 * Projected d×d matrices (Fort & Scherlis: H_d = Rᵀ H R): one vmapped forward-over-reverse pass over
   R's columns gives both the H-term columns and the logit tangents J R; G_d follows from J R almost
   for free, and H_d = G_d + H-term_d.
+* Input-layer pass (the default for gzone's models, which declare ``input_layer``): the first layer
+  is linear in its weights W and its input x does not depend on θ, so its output along the subspace
+  is out(W0) + Σ_i θ̂_i out(R_W,i). The d outputs out(R_W,i) = x·R_W,i come from one large GEMM (or
+  convolution) per chunk, and the first layer's share of Rᵀ(H-term)R is the contraction
+  ⟨x·R_W,i, ∂δ_j⟩ with the tangents of its output cotangent δ. The generic pass instead forms the
+  weight gradient xᵀ∂δ_j (a 784×300 GEMM per column for LeNet-300-100) and projects it with Rᵀ;
+  the shortcut removes it (issue #3 benchmark: 2.5 → 0.9·d·U at N = 10,000).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.extend.core import Var
 from jax.flatten_util import ravel_pytree
 
-from gzone import objective
+from gzone import objective, subspace
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Matvec = Callable[[jax.Array], jax.Array]
@@ -117,27 +126,194 @@ def _gterm_from_tangents(jr_dnk, probs_nk, w, temperature):
     return jnp.einsum("ank,bnk,nk->ab", centred, centred, probs_nk * w[:, None]) / temperature**2
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _projected_chunk(apply_fn, params, basis, x, y, w, temperature):
-    """Chunk sums of (G_d, H-term_d, loss, gradient) from one vmapped jvp over R's columns."""
-    flat, unravel = ravel_pytree(params)
+LINEAR_LAYERS = (nn.Dense, nn.Conv)  # output linear in the layer's parameters, features last
+
+
+def _without(tree: Any, layer: str) -> Any:
+    return {**tree, "params": {k: v for k, v in tree["params"].items() if k != layer}}
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def basis_columns(params: Any, basis: jax.Array, input_layer: str | None = None) -> Any:
+    """R (P, d) as a pytree like ``params``, laid out for :func:`projected_chunk`.
+
+    Every leaf is (d, *leaf.shape) — R's i-th column is ``tree_map(lambda r: r[i], columns)`` —
+    except the input layer's leaves, which are (*leaf.shape[:-1], d, leaf.shape[-1]): d sits just
+    before the output features, so the layer's d basis outputs come out of one GEMM/convolution as
+    (..., d, features) without transposes. Done once per projection, not once per chunk.
+    """
+    leaves = subspace.basis_tree(params, basis)
+    columns = jax.tree_util.tree_map(lambda r: jnp.moveaxis(r, -1, 0), leaves)
+    if input_layer is not None:
+        layer = jax.tree_util.tree_map(lambda r: jnp.moveaxis(r, -1, -2), leaves["params"][input_layer])
+        columns = {**columns, "params": {**columns["params"], input_layer: layer}}
+    return columns
+
+
+def _generic_projected_chunk(apply_fn, params, columns, x, y, w, temperature):
+    """Forward-over-reverse in parameter space: jvp of (Jᵀc, z) along each column of R, then Rᵀ·."""
+
+    def column(r):
+        return jax.jvp(
+            lambda p: _hterm_gradient_and_logits(apply_fn, p, x, y, w, temperature), (params,), (r,))
+
+    (grad, logits), (hterm_cols, jr) = jax.vmap(column, out_axes=((None, None), (0, 0)))(columns)
+    return _columns_dot(columns, hterm_cols), jr, logits, ravel_pytree(grad)[0]
+
+
+def _columns_dot(a: Any, b: Any) -> jax.Array | float:
+    """AᵀB (d, d) for two pytrees of columns with leading axis d, leaf by leaf (no concatenation)."""
+    products = [jnp.tensordot(u, v, axes=(tuple(range(1, u.ndim)),) * 2)
+                for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
+    return sum(products) if products else 0.0
+
+
+def _input_layer_split(apply_fn, params, x, input_layer):
+    """Run the model once, capturing the input layer: (its module, its input args, its output).
+    The layer's validity (Dense/Conv, called once, on the data) is checked by
+    :func:`resolve_input_layer`."""
+    captured = []
+
+    def capture(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.module.path == (input_layer,) and context.method_name == "__call__":
+            captured.append((context.module.clone(parent=None), args, kwargs, out))
+        return out
+
+    with nn.intercept_methods(capture):
+        apply_fn(params, x)
+    (split,) = captured  # one call: checked by resolve_input_layer
+    return split
+
+
+def _input_layer_projected_chunk(apply_fn, params, columns, x, y, w, temperature, input_layer):
+    """Forward-over-reverse on (input-layer output a, other parameters θ'), with a = out(W0 + R_W θ̂).
+
+    The input layer's output is linear in its parameters W and its input does not depend on θ, so
+    θ̂ ↦ (a, θ') = (out(W0) + Σ_i θ̂_i out(R_W,i), θ'0 + R' θ̂) is affine and
+    Rᵀ(H-term)R = Bᵀ ∇²_(a,θ') φ B with B's columns (out(R_W,i), R'_i) and φ = Σ_μ sg(c_μ)·z_μ.
+    The d basis outputs out(R_W,i) are one large GEMM/convolution per chunk (the forward tangents
+    the generic pass computes column by column), and the input layer's share of Rᵀ(H-term)R becomes
+    a contraction ⟨out(R_W,i), ∂δ_j⟩ with the tangents of its output cotangent δ — instead of the
+    weight gradient xᵀ∂δ_j per column and a projection with Rᵀ.
+    """
+    layer, args, kwargs, out0 = _input_layer_split(apply_fn, params, x, input_layer)
+    layer_params, layer_columns = params["params"][input_layer], columns["params"][input_layer]
+    basis_out = jax.vmap(lambda v: layer.apply({"params": v}, *args, **kwargs),
+                         in_axes=-2, out_axes=-2)(layer_columns)  # (..., d, features)
+    rest_params, rest_columns = _without(params, input_layer), _without(columns, input_layer)
+
+    def trunk(a, rest):
+        def replace(next_fun, args, kwargs, context):
+            if context.module.path == (input_layer,) and context.method_name == "__call__":
+                return a
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(replace):
+            return apply_fn({**rest, "params": {**rest["params"], input_layer: layer_params}}, x)
+
+    def gradient_and_logits(a, rest):
+        logits, pullback = jax.vjp(trunk, a, rest)
+        c = jax.lax.stop_gradient(objective.logit_gradient(logits, y, temperature) * w[:, None])
+        return pullback(c), logits
+
+    ((delta, rest_grad), logits), ((delta_tangents, rest_tangents), jr) = jax.vmap(
+        lambda b, r: jax.jvp(gradient_and_logits, (out0, rest_params), (b, r)),
+        in_axes=(-2, 0), out_axes=((None, None), ((-2, 0), 0)), axis_size=basis_out.shape[-2],
+    )(basis_out, rest_columns)
+    outer = tuple(range(basis_out.ndim - 2)) + (basis_out.ndim - 1,)  # all axes but d
+    hterm = (jnp.tensordot(basis_out, delta_tangents, axes=(outer, outer))
+             + _columns_dot(rest_columns, rest_tangents))
+    (layer_grad,) = jax.vjp(lambda v: layer.apply({"params": v}, *args, **kwargs), layer_params)[1](delta)
+    grad = {**rest_grad, "params": {**rest_grad["params"], input_layer: layer_grad}}
+    return hterm, jr, logits, ravel_pytree(grad)[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def projected_chunk(apply_fn, params, columns, x, y, w, temperature, input_layer=None):
+    """One chunk's weighted sums (Rᵀ G R, Rᵀ H-term R, loss, ∇ℓ (P,)) from one vmapped
+    forward-over-reverse pass over R's d columns; ``w`` are per-sample weights (1/N, 0 on padding).
+
+    ``columns``: R as :func:`basis_columns` lays it out for the same ``input_layer``.
+    ``input_layer`` (a name in ``params["params"]``, or None) selects the faster pass of
+    :func:`_input_layer_projected_chunk`, exact when that layer is a Dense/Conv applied to the
+    input; None runs the generic pass, valid for any ``apply_fn``.
+    """
     with jax.default_matmul_precision("highest"):
-
-        def column(r):
-            return jax.jvp(
-                lambda p: _hterm_gradient_and_logits(apply_fn, p, x, y, w, temperature),
-                (params,),
-                (unravel(r),),
-            )
-
-        (grad, logits), (hterm_cols, jr) = jax.vmap(
-            column, in_axes=1, out_axes=((None, None), (0, 0))
-        )(basis.astype(flat.dtype))
-        hterm_cols = jax.vmap(lambda t: ravel_pytree(t)[0])(hterm_cols)  # (d, P)
-        hterm = basis.T @ hterm_cols.T
+        if input_layer is None:
+            hterm, jr, logits, grad = _generic_projected_chunk(
+                apply_fn, params, columns, x, y, w, temperature)
+        else:
+            hterm, jr, logits, grad = _input_layer_projected_chunk(
+                apply_fn, params, columns, x, y, w, temperature, input_layer)
         gterm = _gterm_from_tangents(jr, objective.probs(logits, temperature), w, temperature)
         loss = objective.cross_entropy(logits, y, temperature, w)
-    return gterm, hterm, loss, ravel_pytree(grad)[0]
+    return gterm, hterm, loss, grad
+
+
+def resolve_input_layer(
+    apply_fn: ApplyFn, params: Any, x: jax.Array, input_layer: str | None = "auto"
+) -> str | None:
+    """The input layer whose shortcut :func:`projected` may take, or None for the generic pass.
+
+    ``"auto"`` reads ``apply_fn.__self__.input_layer`` (gzone's models declare it; other
+    functions get None). A layer name is checked: it must be a top-level entry of
+    ``params["params"]``, a ``flax.linen`` Dense or Conv called exactly once, on an input that does
+    not depend on the parameters (checked on the traced program, once per shapes).
+    """
+    if input_layer == "auto":
+        input_layer = getattr(getattr(apply_fn, "__self__", None), "input_layer", None)
+    if input_layer is None:
+        return None
+    layers = params.get("params", {}) if isinstance(params, Mapping) else {}
+    if input_layer not in layers:
+        raise ValueError(
+            f"input_layer {input_layer!r} is not among the parameters' top-level layers "
+            f"{sorted(layers)}; name one of them or pass input_layer=None")
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    signature = tuple((tuple(leaf.shape), jnp.dtype(leaf.dtype)) for leaf in leaves)
+    _check_input_layer(apply_fn, input_layer, treedef, signature, tuple(x.shape[1:]), jnp.dtype(x.dtype))
+    return input_layer
+
+
+@functools.lru_cache(maxsize=64)
+def _check_input_layer(apply_fn, input_layer, treedef, signature, sample_shape, x_dtype) -> None:
+    calls = []
+
+    def layer_inputs(params, x):
+        def capture(next_fun, args, kwargs, context):
+            if context.module.path == (input_layer,) and context.method_name == "__call__":
+                calls.append(type(context.module).__name__)
+                if not isinstance(context.module, LINEAR_LAYERS):
+                    raise ValueError(
+                        f"input_layer {input_layer!r} is a {calls[-1]}, not a Dense/Conv layer "
+                        "linear in its parameters; pass input_layer=None")
+                inputs.extend(jax.tree_util.tree_leaves((args, kwargs)))
+            return next_fun(*args, **kwargs)
+
+        inputs = []
+        with nn.intercept_methods(capture):
+            apply_fn(params, x)
+        return inputs
+
+    params = jax.tree_util.tree_unflatten(
+        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in signature])
+    closed = jax.make_jaxpr(layer_inputs)(params, jax.ShapeDtypeStruct((1, *sample_shape), x_dtype))
+    if len(calls) != 1:
+        raise ValueError(f"input_layer {input_layer!r} is called {len(calls)} times by the model, "
+                         "expected once, on the input; pass input_layer=None")
+    if any(_depends_on_inputs(closed.jaxpr, len(signature))):
+        raise ValueError(f"input_layer {input_layer!r} is not the input layer: its input depends on "
+                         "the parameters; name the layer applied to the data or pass input_layer=None")
+
+
+def _depends_on_inputs(jaxpr, num_inputs: int) -> list[bool]:
+    """For each output of ``jaxpr``: whether it depends on any of its first ``num_inputs`` inputs."""
+    dependent = set(jaxpr.invars[:num_inputs])
+    for eqn in jaxpr.eqns:
+        if any(isinstance(v, Var) and v in dependent for v in eqn.invars):
+            dependent.update(eqn.outvars)
+    return [isinstance(v, Var) and v in dependent for v in jaxpr.outvars]
 
 
 def _symmetrised(a: jax.Array) -> jax.Array:
@@ -153,6 +329,7 @@ def projected(
     temperature: float | jax.Array = 1.0,
     *,
     chunk_size: int | None = None,
+    input_layer: str | None = "auto",
 ) -> ProjectedCurvature:
     """Rᵀ H R, Rᵀ G R and Rᵀ H-term R (d, d) of the full-batch loss at ``params``.
 
@@ -160,6 +337,10 @@ def projected(
     labels ``y`` (N,). Samples are processed in chunks of ``chunk_size`` (default: as many as
     fit a 2 GiB budget), each one jit-compiled pass; results are exact sums, independent of the
     chunking. Vmappable over leading axes of ``params`` and ``basis`` (several seeds at once).
+
+    ``input_layer``: with gzone's models (``"auto"``) the pass runs in subspace coordinates and
+    replaces the input layer's per-column weight gradients by one GEMM/convolution of the input
+    with R's input-layer rows (:func:`projected_chunk`); ``None`` forces the generic pass.
     """
     num_params = ravel_pytree(params)[0].size
     if basis.ndim != 2 or basis.shape[0] != num_params:
@@ -169,9 +350,11 @@ def projected(
     if basis.shape[1] > num_params:
         raise ValueError(f"subspace dimension d={basis.shape[1]} exceeds P={num_params}")
     temperature = jnp.asarray(temperature, ravel_pytree(params)[0].dtype)
+    input_layer = resolve_input_layer(apply_fn, params, x, input_layer)
+    columns = basis_columns(params, basis, input_layer)
     gterm = hterm = loss = grad = 0.0
     for xc, yc, wc in _prepare(params, x, y, chunk_size, basis.shape[1], apply_fn):
-        g, h, lo, gr = _projected_chunk(apply_fn, params, basis, xc, yc, wc, temperature)
+        g, h, lo, gr = projected_chunk(apply_fn, params, columns, xc, yc, wc, temperature, input_layer)
         gterm, hterm, loss, grad = gterm + g, hterm + h, loss + lo, grad + gr
     gterm, hterm = _symmetrised(gterm), _symmetrised(hterm)
     return ProjectedCurvature(gterm + hterm, gterm, hterm, loss, jnp.linalg.norm(grad))

@@ -75,6 +75,12 @@ class MLP(nn.Module):
             return None
         return len(self.widths)
 
+    @property
+    def input_layer(self) -> str:
+        """Name of the layer applied to the input (linear in its parameters; see
+        :func:`gzone.curvature.projected`)."""
+        return "dense0"
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _activation(self.activation)
@@ -101,6 +107,11 @@ class LeNet5(nn.Module):
     @property
     def homogeneity_degree(self) -> int | None:
         return 5 if self.activation in HOMOGENEOUS_ACTIVATIONS else None
+
+    @property
+    def input_layer(self) -> str:
+        """Name of the layer applied to the input (see :func:`gzone.curvature.projected`)."""
+        return "conv0"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

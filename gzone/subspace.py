@@ -75,3 +75,21 @@ def subspace_params(params: Any, basis: jax.Array, theta_hat: jax.Array) -> Any:
     """θ0 + R θ̂ as a parameter pytree like ``params`` (Fort & Scherlis, Sec. 2.1)."""
     flat, unravel = ravel_pytree(params)
     return unravel(flat + basis @ theta_hat.astype(flat.dtype))
+
+
+def basis_tree(params: Any, basis: jax.Array) -> Any:
+    """R (P, d) as a pytree like ``params`` whose leaves are (*leaf.shape, d): R's rows split in
+    ``ravel_pytree`` order. No transpose is needed (each leaf is a contiguous block of rows), so
+    vmapping over the trailing axis is cheap; ``unravel(R[:, i])`` is the i-th slice."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    dtype = ravel_pytree(params)[0].dtype
+    if basis.ndim != 2 or basis.shape[0] != sum(leaf.size for leaf in leaves):
+        raise ValueError(f"basis must have shape (P, d) with P={sum(l.size for l in leaves)}, got {basis.shape}")
+    offsets = [0]
+    for leaf in leaves:
+        offsets.append(offsets[-1] + leaf.size)
+    blocks = [
+        basis[start:stop].astype(dtype).reshape(*leaf.shape, basis.shape[1])
+        for leaf, start, stop in zip(leaves, offsets[:-1], offsets[1:])
+    ]
+    return jax.tree_util.tree_unflatten(treedef, blocks)

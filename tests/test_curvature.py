@@ -72,16 +72,23 @@ def rel_err(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize(
+    "kind, input_layer", [("mlp", "auto"), ("mlp", None), ("cnn", "Conv_0"), ("cnn", None)]
+)
 @pytest.mark.parametrize("chunk_size", [None, 4])
-def test_projected_matches_dense_reference(kind, chunk_size):
+def test_projected_matches_dense_reference(kind, input_layer, chunk_size):
+    """Both passes — the input-layer shortcut (a name) and the generic one (None) — against the
+    dense references; ``"auto"`` must pick the MLP's declared input layer."""
     model, params, x, y = tiny_problem(kind)
     temperature = 0.7
     hessian, gterm, hterm = dense_terms(model, params, x, y, temperature)
     assert rel_err(gterm + hterm, hessian) < 1e-12  # Eq. (4) holds for the references themselves
+    expected = {"auto": "dense0"}.get(input_layer, input_layer)
+    assert curvature.resolve_input_layer(model.apply, params, x, input_layer) == expected
     num_params = ravel_pytree(params)[0].size
     basis = subspace.orthonormal_basis(jax.random.key(5), num_params, 7, jnp.float64)
-    result = curvature.projected(model.apply, params, basis, x, y, temperature, chunk_size=chunk_size)
+    result = curvature.projected(model.apply, params, basis, x, y, temperature,
+                                 chunk_size=chunk_size, input_layer=input_layer)
     for got, ref in [(result.hessian, hessian), (result.gterm, gterm), (result.hterm, hterm)]:
         assert rel_err(got, basis.T @ ref @ basis) < RTOL64
     flat, unravel = ravel_pytree(params)
@@ -102,6 +109,73 @@ def test_operators_match_dense_reference(kind, term):
     for chunk_size in (None, 3):
         matvec = curvature.OPERATORS[term](model.apply, params, x, y, 1.3, chunk_size=chunk_size)
         assert rel_err(matvec(v), dense @ v) < RTOL64
+
+
+def test_input_layer_pass_with_biases_matches_dense_reference():
+    """A Dense input layer with a bias is still linear in its parameters (kernel, bias) jointly."""
+    model = models.MLP(widths=(6, 5, 4), use_bias=True)
+    params = models.init(model, jax.random.key(0), (3, 2, 1), dtype=jnp.float64)
+    params = jax.tree_util.tree_map(  # non-zero biases, so the bias rows of R matter
+        lambda a: a + 0.3 * jax.random.normal(jax.random.key(a.size), a.shape, a.dtype), params)
+    x = jax.random.normal(jax.random.key(1), (9, 3, 2, 1), jnp.float64)
+    y = jax.random.randint(jax.random.key(2), (9,), 0, 4)
+    hessian, gterm, hterm = dense_terms(model, params, x, y, 1.0)
+    basis = subspace.orthonormal_basis(jax.random.key(3), ravel_pytree(params)[0].size, 6, jnp.float64)
+    result = curvature.projected(model.apply, params, basis, x, y, input_layer="dense0")
+    for got, ref in [(result.hessian, hessian), (result.gterm, gterm), (result.hterm, hterm)]:
+        assert rel_err(got, basis.T @ ref @ basis) < RTOL64
+
+
+@pytest.mark.parametrize("name, shape", [("lenet300", (28, 28, 1)), ("lenet5", (32, 32, 3))])
+def test_input_layer_pass_matches_generic_pass_on_paper_models(name, shape):
+    """The paper's models take the shortcut by default; it must agree with the generic pass
+    (float64, α = 3 and T = 0.7 so that no term is trivially small)."""
+    model = models.make_model(name)
+    params = models.scale(models.init(model, jax.random.key(0), shape, dtype=jnp.float64), 3.0)
+    x = jax.random.normal(jax.random.key(1), (5, *shape), jnp.float64)
+    y = jnp.arange(5)
+    basis = subspace.sparse_basis(jax.random.key(2), models.num_params(params), 4, jnp.float64)
+    assert curvature.resolve_input_layer(model.apply, params, x) == model.input_layer
+    fast = curvature.projected(model.apply, params, basis, x, y, 0.7, chunk_size=3)
+    generic = curvature.projected(model.apply, params, basis, x, y, 0.7, chunk_size=3, input_layer=None)
+    for term in ("hessian", "gterm", "hterm"):
+        assert rel_err(getattr(fast, term), getattr(generic, term)) < RTOL64
+    np.testing.assert_allclose(fast.gradient_norm, generic.gradient_norm, rtol=1e-12)
+    np.testing.assert_allclose(fast.loss, generic.loss, rtol=1e-12)
+
+
+class DenseTwice(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        layer = nn.Dense(4, use_bias=False, name="first")
+        return layer(jax.nn.relu(layer(x)))
+
+
+class TanhInput(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, use_bias=False)(jnp.tanh(nn.Dense(4, use_bias=False, name="first")(x)))
+
+
+def test_input_layer_misuse_is_refused():
+    """Naming a layer whose shortcut would be wrong fails loudly instead of returning numbers."""
+    model, params, x, y = tiny_problem("mlp")
+    basis = subspace.orthonormal_basis(jax.random.key(0), ravel_pytree(params)[0].size, 3, jnp.float64)
+    with pytest.raises(ValueError, match="not the input layer"):
+        curvature.projected(model.apply, params, basis, x, y, input_layer="dense1")
+    with pytest.raises(ValueError, match="not among"):
+        curvature.projected(model.apply, params, basis, x, y, input_layer="dense9")
+    twice = DenseTwice()
+    x2 = jnp.ones((3, 4))
+    params2 = twice.init(jax.random.key(0), x2)
+    with pytest.raises(ValueError, match="called 2 times"):
+        curvature.projected(twice.apply, params2, jnp.eye(16)[:, :2], x2, jnp.arange(3),
+                            input_layer="first")
+    # a custom function without a declared input layer runs the generic pass
+    tanh = TanhInput()
+    params3 = tanh.init(jax.random.key(0), x2)
+    assert curvature.resolve_input_layer(tanh.apply, params3, x2) is None
+    assert curvature.resolve_input_layer(tanh.apply, params3, x2, "first") == "first"
 
 
 def test_linear_model_has_no_hterm():

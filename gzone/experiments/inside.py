@@ -1045,10 +1045,11 @@ def init_state_fn(setup: Setup, config: Fig6Config) -> Callable[[jax.Array], tup
     return state
 
 
-def _chunk_sums(apply_fn, params, basis, x, y, w) -> tuple[jax.Array, ...]:
+def _chunk_sums(apply_fn, input_layer, params, columns, x, y, w) -> tuple[jax.Array, ...]:
     """One chunk's weighted sums: projected G-term and H-term (d, d), loss, gradient (P,) — the
     chunk body of ``curvature.projected`` (T = 1) — plus Σ w·entropy and Σ w·p (K,)."""
-    out = curvature._projected_chunk(apply_fn, params, basis, x, y, w, jnp.asarray(1.0, x.dtype))
+    out = curvature.projected_chunk(apply_fn, params, columns, x, y, w, jnp.asarray(1.0, x.dtype),
+                                    input_layer)
     probs = objective.probs(apply_fn(params, x))
     return (*out, jnp.sum(w * metrics.softmax_entropy(probs)), w @ probs)
 
@@ -1068,9 +1069,16 @@ def _finalize(sums: tuple[jax.Array, ...], prior: jax.Array) -> dict[str, jax.Ar
 
 
 def _statistics(setup: Setup, config: Fig6Config, batched: bool) -> Callable[..., dict]:
-    state = init_state_fn(setup, config)
+    seed_state = init_state_fn(setup, config)
+    shapes = jax.eval_shape(seed_state, jax.random.key(0))[0]
+    input_layer = curvature.resolve_input_layer(setup.model.apply, shapes, setup.x[:1])
+
+    def state(key):  # (θ0, R laid out for the chunk body, once per seed)
+        params, basis = seed_state(key)
+        return params, curvature.basis_columns(params, basis, input_layer)
+
     chunk = int(min(config.chunk_size or len(setup.x), len(setup.x)))
-    body = functools.partial(_chunk_sums, setup.model.apply)
+    body = functools.partial(_chunk_sums, setup.model.apply, input_layer)
     if batched:
         make_state = jax.jit(lambda keys: jax.lax.map(state, keys))
         chunk_fn = jax.jit(jax.vmap(body, in_axes=(0, 0, None, None, None)))
@@ -1079,12 +1087,12 @@ def _statistics(setup: Setup, config: Fig6Config, batched: bool) -> Callable[...
         make_state, chunk_fn, finalize = jax.jit(state), jax.jit(body), jax.jit(_finalize)
 
     def run(keys, x, y):
-        params, bases = make_state(keys)
+        params, columns = make_state(keys)
         xs, ws = _padded(x, chunk)
         ys = _pad_labels(y, xs.shape[0], chunk)
         sums = None
         for batch in zip(xs, ys, ws):  # Python loop over sample chunks, one compiled chunk body
-            out = chunk_fn(params, bases, *batch)
+            out = chunk_fn(params, columns, *batch)
             sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
         prior = jnp.mean(jax.nn.one_hot(y, setup.num_classes, dtype=x.dtype), axis=0)
         return finalize(sums, prior)
