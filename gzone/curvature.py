@@ -78,31 +78,39 @@ def auto_chunk_size(
     return int(max(1, min(len(x), chunk)))
 
 
-def _chunks(
-    x: jax.Array, y: jax.Array, chunk_size: int
-) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
-    """Equal-size chunks (x, y, w) with weights w = 1/N; the last is padded with w = 0 samples."""
+def padded_chunks(
+    x: jax.Array, y: jax.Array | None, chunk_size: int
+) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+    """(xs, ys, ws): x (N, ...) and labels y (N,) (or None) padded to a multiple of ``chunk_size``
+    and stacked as (C, B, ...), (C, B); weights ws = 1/N, 0 on the padding, so weighted sums over
+    all chunks are exact full-batch means whatever the chunking."""
     n = len(x)
-    num_chunks = -(-n // chunk_size)
-    pad = num_chunks * chunk_size - n
+    pad = -n % chunk_size
     weights = jnp.concatenate([jnp.full((n,), 1.0 / n, x.dtype), jnp.zeros((pad,), x.dtype)])
     x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
-    y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)])
-    return [
-        (x[i : i + chunk_size], y[i : i + chunk_size], weights[i : i + chunk_size])
-        for i in range(0, len(x), chunk_size)
-    ]
+    if y is not None:
+        y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(-1, chunk_size)
+    return x.reshape(-1, chunk_size, *x.shape[1:]), y, weights.reshape(-1, chunk_size)
 
 
-def _prepare(
-    params: Any, x: jax.Array, y: jax.Array, chunk_size: int | None, num_tangents: int, apply_fn
-) -> Iterator[tuple[jax.Array, jax.Array, jax.Array]]:
+def sample_chunks(
+    apply_fn: ApplyFn,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    chunk_size: int | None = None,
+    num_tangents: int = 1,
+) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
+    """The samples as equal chunks (x, y, w) with weights w = 1/N (0 on the last chunk's padding),
+    x cast to the parameters' dtype. ``chunk_size=None``: as many samples per chunk as fit the
+    memory budget of a pass with ``num_tangents`` directions (:func:`auto_chunk_size`). Every
+    chunked function of gzone sums its per-chunk results over these."""
     dtype = ravel_pytree(params)[0].dtype
     x = jnp.asarray(x, dtype)
     y = jnp.asarray(y, jnp.int32)
     if chunk_size is None:
         chunk_size = auto_chunk_size(apply_fn, params, x, num_tangents)
-    return _chunks(x, y, min(chunk_size, len(x)))
+    return list(zip(*padded_chunks(x, y, min(chunk_size, len(x)))))
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -353,7 +361,7 @@ def projected(
     input_layer = resolve_input_layer(apply_fn, params, x, input_layer)
     columns = basis_columns(params, basis, input_layer)
     gterm = hterm = loss = grad = 0.0
-    for xc, yc, wc in _prepare(params, x, y, chunk_size, basis.shape[1], apply_fn):
+    for xc, yc, wc in sample_chunks(apply_fn, params, x, y, chunk_size, basis.shape[1]):
         g, h, lo, gr = projected_chunk(apply_fn, params, columns, xc, yc, wc, temperature, input_layer)
         gterm, hterm, loss, grad = gterm + g, hterm + h, loss + lo, grad + gr
     gterm, hterm = _symmetrised(gterm), _symmetrised(hterm)
@@ -364,7 +372,8 @@ def projected(
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _hessian_vp_chunk(apply_fn, params, v, x, y, w, temperature):
+def hessian_vp_chunk(apply_fn, params, v, x, y, w, temperature):
+    """One chunk's weighted H v (P,): jvp of the gradient (Eq. 4, both terms)."""
     unravel = ravel_pytree(params)[1]
     with jax.default_matmul_precision("highest"):
         grad_fn = jax.grad(lambda p: _weighted_loss(apply_fn, p, x, y, w, temperature))
@@ -372,7 +381,8 @@ def _hessian_vp_chunk(apply_fn, params, v, x, y, w, temperature):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _gterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
+def gterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
+    """One chunk's weighted G v (P,): linearize → centred M → transpose (Eq. 4's G-term)."""
     unravel = ravel_pytree(params)[1]
     with jax.default_matmul_precision("highest"):
         logits, jvp_fn = jax.linearize(lambda p: apply_fn(p, x), params)
@@ -384,7 +394,8 @@ def _gterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _hterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
+def hterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
+    """One chunk's weighted H-term v (P,), directly: jvp of Jᵀ stop_gradient(w ∇_z ℓ) (Eq. 4)."""
     unravel = ravel_pytree(params)[1]
     with jax.default_matmul_precision("highest"):
         tangent = jax.jvp(
@@ -396,7 +407,7 @@ def _hterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
 
 
 def _operator(chunk_fn, apply_fn, params, x, y, temperature, chunk_size) -> Matvec:
-    chunks = _prepare(params, x, y, chunk_size, 1, apply_fn)
+    chunks = sample_chunks(apply_fn, params, x, y, chunk_size)
     dtype = ravel_pytree(params)[0].dtype
     temperature = jnp.asarray(temperature, dtype)
 
@@ -409,17 +420,17 @@ def _operator(chunk_fn, apply_fn, params, x, y, temperature, chunk_size) -> Matv
 
 def hessian_operator(apply_fn, params, x, y, temperature=1.0, *, chunk_size=None) -> Matvec:
     """v ↦ H v on flat parameter vectors (jvp of the full-batch gradient)."""
-    return _operator(_hessian_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
+    return _operator(hessian_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
 
 
 def gterm_operator(apply_fn, params, x, y, temperature=1.0, *, chunk_size=None) -> Matvec:
     """v ↦ G v = (1/N) Σ_μ J_μᵀ M_μ J_μ v (linearize → centred M → transpose; Eq. 4)."""
-    return _operator(_gterm_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
+    return _operator(gterm_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
 
 
 def hterm_operator(apply_fn, params, x, y, temperature=1.0, *, chunk_size=None) -> Matvec:
     """v ↦ H-term v, computed directly (Eq. 4's second term), not as H v − G v."""
-    return _operator(_hterm_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
+    return _operator(hterm_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
 
 
 OPERATORS = {"hessian": hessian_operator, "gterm": gterm_operator, "hterm": hterm_operator}
@@ -438,7 +449,7 @@ def loss_and_gradient(apply_fn, params, x, y, temperature=1.0, *, chunk_size=Non
     dtype = ravel_pytree(params)[0].dtype
     temperature = jnp.asarray(temperature, dtype)
     loss, grad = 0.0, 0.0
-    for xc, yc, wc in _prepare(params, x, y, chunk_size, 1, apply_fn):
+    for xc, yc, wc in sample_chunks(apply_fn, params, x, y, chunk_size):
         lo, gr = _loss_and_grad_chunk(apply_fn, params, xc, yc, wc, temperature)
         loss, grad = loss + lo, grad + ravel_pytree(gr)[0]
     return loss, grad

@@ -39,9 +39,9 @@ Chunks = tuple[Array, Array, Array]  # xs (C, B, ...), ys (C, B), ws (C, B)
 
 TERMS = ("hessian", "gterm", "hterm")
 _CHUNK_PRODUCTS = {
-    "hessian": curvature._hessian_vp_chunk,
-    "gterm": curvature._gterm_vp_chunk,
-    "hterm": curvature._hterm_vp_chunk,
+    "hessian": curvature.hessian_vp_chunk,
+    "gterm": curvature.gterm_vp_chunk,
+    "hterm": curvature.hterm_vp_chunk,
 }
 
 
@@ -103,7 +103,7 @@ def stack_chunks(
     Same chunking as :mod:`gzone.curvature` (``chunk_size=None``: as many samples per chunk as fit
     its memory budget for one tangent).
     """
-    chunks = curvature._prepare(params, x, y, chunk_size, 1, apply_fn)
+    chunks = curvature.sample_chunks(apply_fn, params, x, y, chunk_size)
     return tuple(jnp.stack(parts) for parts in zip(*chunks))
 
 

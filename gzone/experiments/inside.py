@@ -383,15 +383,6 @@ def _check_dim(setup: Setup, dim: int) -> None:
 # ----------------------------------------------------------------------------- building blocks
 
 
-def _padded(x: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
-    """x padded to a multiple of ``chunk_size`` and reshaped (chunks, chunk, ...); weights 1/N."""
-    n = len(x)
-    pad = -n % chunk_size
-    w = jnp.concatenate([jnp.full((n,), 1.0 / n, x.dtype), jnp.zeros((pad,), x.dtype)])
-    x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
-    return x.reshape(-1, chunk_size, *x.shape[1:]), w.reshape(-1, chunk_size)
-
-
 def _chunk_size(apply_fn, params, x, num_tangents: int, chunk_size: int | None) -> int:
     if chunk_size is None:
         chunk_size = curvature.auto_chunk_size(apply_fn, params, x, num_tangents)
@@ -417,7 +408,7 @@ def logit_tangents(
 
     One vmapped ``jax.jvp`` over R's columns per chunk of samples (forward mode only)."""
     cs = _chunk_size(apply_fn, params, x, basis.shape[1], chunk_size)
-    xs, _ = _padded(x, cs)
+    xs, _, _ = curvature.padded_chunks(x, None, cs)
     parts = [_tangent_chunk(apply_fn, params, basis, xc) for xc in xs]
     n = len(x)
     return (jnp.concatenate([p[0] for p in parts])[:n], jnp.concatenate([p[1] for p in parts])[:n])
@@ -431,7 +422,7 @@ def _logits_chunk(apply_fn, params, x):
 def logits_of(apply_fn, params: Any, x: jax.Array, *, chunk_size: int = 1024) -> jax.Array:
     """Logits (N, K), forward passes in chunks."""
     cs = int(min(chunk_size, len(x)))
-    xs, _ = _padded(x, cs)
+    xs, _, _ = curvature.padded_chunks(x, None, cs)
     return jnp.concatenate([_logits_chunk(apply_fn, params, xc) for xc in xs])[: len(x)]
 
 
@@ -452,7 +443,7 @@ def class_mean_logit_gradients(
     By linearity c_k = ∇θ of the mean logit (1/N) Σ_μ z_k(x_μ): one vmapped vjp with the K unit
     cotangents per chunk of samples instead of N·K per-sample gradients."""
     cs = _chunk_size(apply_fn, params, x, 1, chunk_size)
-    xs, ws = _padded(x, cs)
+    xs, _, ws = curvature.padded_chunks(x, None, cs)
     return sum(_class_mean_chunk(apply_fn, params, xc, wc) for xc, wc in zip(xs, ws))
 
 
@@ -1025,11 +1016,6 @@ FIG6_FIELDS = ("mean_entropy", "gradient_norm", "hessian_positive_curvature",
                "gterm_positive_curvature", "loss", "q_gap")
 
 
-def _pad_labels(y: jax.Array, chunks: int, chunk_size: int) -> jax.Array:
-    pad = chunks * chunk_size - len(y)
-    return jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(chunks, chunk_size)
-
-
 def init_state_fn(setup: Setup, config: Fig6Config) -> Callable[[jax.Array], tuple[Any, jax.Array]]:
     """key -> (θ0, R): Kaiming parameters and a (P, d) basis, keys split as in ``seed_state``."""
     shapes = jax.eval_shape(lambda: models.init(setup.model, jax.random.key(0), setup.input_shape,
@@ -1088,8 +1074,7 @@ def _statistics(setup: Setup, config: Fig6Config, batched: bool) -> Callable[...
 
     def run(keys, x, y):
         params, columns = make_state(keys)
-        xs, ws = _padded(x, chunk)
-        ys = _pad_labels(y, xs.shape[0], chunk)
+        xs, ys, ws = curvature.padded_chunks(x, y, chunk)
         sums = None
         for batch in zip(xs, ys, ws):  # Python loop over sample chunks, one compiled chunk body
             out = chunk_fn(params, columns, *batch)
@@ -1316,8 +1301,7 @@ def eigvec_record(
     _, shape = first_layer_slice(scaled)
     size = int(np.prod(shape))
     cs = _chunk_size(setup.model.apply, scaled, setup.x, 1, config.chunk_size or 512)
-    xs, ws = _padded(setup.x, cs)
-    ys = _pad_labels(setup.y, xs.shape[0], cs)
+    xs, ys, ws = curvature.padded_chunks(setup.x, setup.y, cs)
     matvec = matvec or first_layer_operator(setup, config, params)
     lam, vec, residual, method = top_eigenpair(
         matvec, size, (scaled, xs, ys, ws), key=jax.random.key(config.seed + 1),
