@@ -3,7 +3,9 @@
 * ``<out>/config.json`` holds the configuration that produced the records (with the gzone and jax
   versions as provenance); opening the directory with another configuration is refused.
 * Records are appended and flushed as soon as a point is computed, so an interrupted sweep loses
-  at most the point in progress; a torn last line is dropped on the next open.
+  at most the point in progress. Each append is all-or-nothing: an append cut short (even after
+  some of its lines reached the file) is rolled back on the next open, and a torn last line from
+  any other writer is dropped.
 * A *point* (e.g. one (α, T, seed)) is finished when all its records are present; a rerun skips
   finished points, so nothing is computed or written twice.
 * Non-finite numbers are never written as numbers: they become ``null`` and the record names
@@ -21,6 +23,7 @@ from typing import Any
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.json"
+PENDING_FILE = "results.jsonl.pending"
 PROVENANCE_KEYS = ("gzone_version", "jax_version")
 
 
@@ -62,6 +65,7 @@ def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, 
             )
     else:
         config_path.write_text(json.dumps({**wanted, **_provenance()}, indent=2, sort_keys=True))
+    _roll_back_pending_write(out)
     return load_records(out / RESULTS_FILE, repair=True)
 
 
@@ -111,12 +115,42 @@ def sanitize(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_records(out_dir: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records (sanitised) and flush them to disk before returning."""
-    lines = "".join(json.dumps(sanitize(r), sort_keys=True) + "\n" for r in records)
-    with open(Path(out_dir) / RESULTS_FILE, "a") as handle:
-        handle.write(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append records (sanitised) as one all-or-nothing write, flushed to disk before returning.
+
+    The write is bracketed by ``results.jsonl.pending`` (holding the file's length before it):
+    written before, removed after the data is on disk. If the process dies in between, the next
+    :func:`open_results` cuts the file back to that length, so a point whose records were only
+    partly written is dropped whole and recomputed — never left half there, then duplicated.
+    """
+    out = Path(out_dir)
+    path = out / RESULTS_FILE
+    data = "".join(json.dumps(sanitize(r), sort_keys=True) + "\n" for r in records).encode()
+    pending = out / PENDING_FILE
+    staged = out / (PENDING_FILE + ".tmp")
+    staged.write_text(str(path.stat().st_size if path.exists() else 0))
+    os.replace(staged, pending)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    pending.unlink()
+
+
+def _roll_back_pending_write(out: Path) -> None:
+    """Cut ``results.jsonl`` back to its length before an append that did not complete."""
+    pending = out / PENDING_FILE
+    if not pending.exists():
+        return
+    start = int(pending.read_text() or 0)
+    path = out / RESULTS_FILE
+    if path.exists() and path.stat().st_size > start:
+        with open(path, "r+b") as handle:
+            handle.truncate(start)
+    pending.unlink()
 
 
 def point_key(record: dict[str, Any], fields: Sequence[str]) -> tuple:

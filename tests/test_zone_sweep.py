@@ -1,6 +1,7 @@
 """Results store and the zone sweep end to end: resume, config checks, flags, CLI errors, figure."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,34 @@ def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path):
     records = zone.run(config, out)
     keys = [(r["alpha"], r["seed"], r["term"]) for r in records]
     assert len(keys) == len(set(keys)) == 3 * 3
+
+
+def test_append_cut_short_after_some_lines_is_rolled_back(tmp_path, monkeypatch):
+    """A point's three records are written as one append; if the process dies after only part
+    of it reached the file (here: two complete lines and half of the third), the rerun must drop
+    the partial point whole and recompute it — not keep two records and then append three more."""
+    config = zone.ZoneConfig(**{**zone.PRESETS["tiny"], "num_points": 3, "seeds": 1})
+    out = tmp_path / "run"
+    real_write, calls = os.write, []
+
+    def write_then_die(fd, data):
+        calls.append(len(data))
+        if len(calls) < 2:
+            return real_write(fd, data)
+        lines = bytes(data).split(b"\n")
+        real_write(fd, b"\n".join(lines[:2]) + b"\n" + lines[2][: len(lines[2]) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results.os, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        zone.run(config, out)
+    monkeypatch.setattr(results.os, "write", real_write)
+    on_disk = (out / results.RESULTS_FILE).read_text().splitlines()
+    assert len(on_disk) == 3 + 3 and (out / results.PENDING_FILE).exists()  # 3 + 2 + a torn line
+    records = zone.run(config, out)
+    keys = [(r["alpha"], r["seed"], r["term"]) for r in records]
+    assert len(keys) == len(set(keys)) == 3 * 3
+    assert not (out / results.PENDING_FILE).exists()
 
 
 def test_other_configuration_in_same_directory_is_refused(tmp_path, capsys):
