@@ -40,6 +40,20 @@ def save(fig: plt.Figure, path_stem: str | Path | None) -> None:
         fig.savefig(stem.with_suffix(suffix), dpi=150, bbox_inches="tight")
 
 
+def finish(
+    fig: plt.Figure, title: str | None, path_stem: str | Path | None, ax: plt.Axes | None = None
+) -> plt.Figure:
+    """Title (on ``ax`` if given, else the whole figure), tight layout, :func:`save`; returns fig."""
+    if title:
+        if ax is not None:
+            ax.set_title(title, fontsize=10)
+        else:
+            fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save(fig, path_stem)
+    return fig
+
+
 def _band(
     ax, records: list[dict[str, Any]], x_field: str, term: str, metric: str, full: bool = False
 ) -> None:
@@ -95,11 +109,7 @@ def zone_figure(
         ax.grid(alpha=0.3, which="both", lw=0.3)
     axes[0, 0].legend(fontsize=8)
     axes[-1, 0].set_xlabel(X_LABELS.get(x_field, x_field))
-    if title:
-        axes[0, 0].set_title(title, fontsize=10)
-    fig.tight_layout()
-    save(fig, path_stem)
-    return fig
+    return finish(fig, title, path_stem, axes[0, 0])
 
 
 def slq_density(
@@ -172,8 +182,4 @@ def density_figure(
                 ax.set_ylabel(TERM_STYLE[term]["label"] + "\ndensity", fontsize=8)
             if i == len(terms) - 1:
                 ax.set_xlabel(r"eigenvalue $\lambda$", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save(fig, path_stem)
-    return fig
+    return finish(fig, title, path_stem)

@@ -648,11 +648,7 @@ def fig3_figure(records: list[Record], *, title: str | None = None,
         ax.set_ylabel(r"positive curvature $\mathrm{Tr}/\|\cdot\|_F$")
         ax.grid(alpha=0.3, lw=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plots.save(fig, path_stem)
-    return fig
+    return plots.finish(fig, title, path_stem)
 
 
 # ============================================================================ Fig. 4 right
@@ -748,11 +744,7 @@ def fig4_right_figure(records: list[Record], *, title: str | None = None,
     ax.set_xlabel(r"softmax entropy $\mathbb{H}(p)$ (nats)")
     ax.set_ylabel(r"$\Gamma_p^{-2}$")
     ax.grid(alpha=0.3, lw=0.3)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    plots.save(fig, path_stem)
-    return fig
+    return plots.finish(fig, title, path_stem, ax)
 
 
 # ============================================================================ Fig. 5 left
@@ -880,11 +872,7 @@ def fig5_left_figure(records: list[Record], *, title: str | None = None,
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names)
     fig.colorbar(image, ax=ax, label="gradient cosine similarity")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    plots.save(fig, path_stem)
-    return fig
+    return plots.finish(fig, title, path_stem, ax)
 
 
 # ============================================================================ Fig. 5 right
@@ -1002,11 +990,7 @@ def fig5_right_figure(records: list[Record], *, title: str | None = None,
     ax.set_ylabel(r"gradient norm $\|\nabla_\theta \ell\|$")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, lw=0.3)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    plots.save(fig, path_stem)
-    return fig
+    return plots.finish(fig, title, path_stem, ax)
 
 
 # ============================================================================ Fig. 6
@@ -1176,11 +1160,7 @@ def fig6_figure(records: list[Record], *, title: str | None = None,
                      fontsize=9)
         ax.grid(alpha=0.3, lw=0.3)
     fig.colorbar(sc, ax=axes[-1], label="positive curvature")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plots.save(fig, path_stem)
-    return fig
+    return plots.finish(fig, title, path_stem)
 
 
 # ============================================================================ Fig. 10
@@ -1444,11 +1424,7 @@ def fig10_figure(records: list[Record], *, title: str | None = None,
                       color=color, marker="o", ms=3, label=f"PC {term}")
         twin.set_ylabel("positive curvature")
         twin.legend(fontsize=7, loc="upper right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plots.save(fig, path_stem)
-    return fig
+    return plots.finish(fig, title, path_stem)
 
 
 # ============================================================================ registry
