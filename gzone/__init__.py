@@ -15,3 +15,17 @@ def enable_float64() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(name: str) -> None:
+    """Reject a dtype name other than float32/float64, and float64 while JAX is 32-bit, with
+    one-line messages that name the fix (shared by every experiment's ``validate``)."""
+    import jax
+
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {name!r}")
+    if name == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs jax_enable_x64: call gzone.enable_float64() first")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -176,22 +176,25 @@ def _columns_dot(a: Any, b: Any) -> jax.Array | float:
     return sum(products) if products else 0.0
 
 
-def _input_layer_split(apply_fn, params, x, input_layer):
-    """Run the model once, capturing the input layer: (its module, its input args, its output).
-    The layer's validity (Dense/Conv, called once, on the data) is checked by
-    :func:`resolve_input_layer`."""
-    captured = []
+def _is_layer_call(context: nn.module.InterceptorContext, layer: str) -> bool:
+    """Whether an intercepted call is the top-level layer ``layer`` being applied."""
+    return context.module.path == (layer,) and context.method_name == "__call__"
 
-    def capture(next_fun, args, kwargs, context):
+
+def _layer_calls(apply_fn, params, x, layer) -> tuple[Any, list[tuple]]:
+    """(logits, calls): run the model once, recording each call of ``layer`` as
+    (unbound module clone, args, kwargs, output)."""
+    calls = []
+
+    def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        if context.module.path == (input_layer,) and context.method_name == "__call__":
-            captured.append((context.module.clone(parent=None), args, kwargs, out))
+        if _is_layer_call(context, layer):
+            calls.append((context.module.clone(parent=None), args, kwargs, out))
         return out
 
-    with nn.intercept_methods(capture):
-        apply_fn(params, x)
-    (split,) = captured  # one call: checked by resolve_input_layer
-    return split
+    with nn.intercept_methods(record):
+        logits = apply_fn(params, x)
+    return logits, calls
 
 
 def _input_layer_projected_chunk(apply_fn, params, columns, x, y, w, temperature, input_layer):
@@ -205,7 +208,8 @@ def _input_layer_projected_chunk(apply_fn, params, columns, x, y, w, temperature
     a contraction ⟨out(R_W,i), ∂δ_j⟩ with the tangents of its output cotangent δ — instead of the
     weight gradient xᵀ∂δ_j per column and a projection with Rᵀ.
     """
-    layer, args, kwargs, out0 = _input_layer_split(apply_fn, params, x, input_layer)
+    # one call of a Dense/Conv on the data: checked by resolve_input_layer
+    [(layer, args, kwargs, out0)] = _layer_calls(apply_fn, params, x, input_layer)[1]
     layer_params, layer_columns = params["params"][input_layer], columns["params"][input_layer]
     basis_out = jax.vmap(lambda v: layer.apply({"params": v}, *args, **kwargs),
                          in_axes=-2, out_axes=-2)(layer_columns)  # (..., d, features)
@@ -213,9 +217,7 @@ def _input_layer_projected_chunk(apply_fn, params, columns, x, y, w, temperature
 
     def trunk(a, rest):
         def replace(next_fun, args, kwargs, context):
-            if context.module.path == (input_layer,) and context.method_name == "__call__":
-                return a
-            return next_fun(*args, **kwargs)
+            return a if _is_layer_call(context, input_layer) else next_fun(*args, **kwargs)
 
         with nn.intercept_methods(replace):
             return apply_fn({**rest, "params": {**rest["params"], input_layer: layer_params}}, x)
@@ -289,24 +291,17 @@ def _check_input_layer(apply_fn, input_layer, treedef, signature, sample_shape, 
     calls = []
 
     def layer_inputs(params, x):
-        def capture(next_fun, args, kwargs, context):
-            if context.module.path == (input_layer,) and context.method_name == "__call__":
-                calls.append(type(context.module).__name__)
-                if not isinstance(context.module, LINEAR_LAYERS):
-                    raise ValueError(
-                        f"input_layer {input_layer!r} is a {calls[-1]}, not a Dense/Conv layer "
-                        "linear in its parameters; pass input_layer=None")
-                inputs.extend(jax.tree_util.tree_leaves((args, kwargs)))
-            return next_fun(*args, **kwargs)
-
-        inputs = []
-        with nn.intercept_methods(capture):
-            apply_fn(params, x)
-        return inputs
+        calls[:] = _layer_calls(apply_fn, params, x, input_layer)[1]
+        return jax.tree_util.tree_leaves([(args, kwargs) for _, args, kwargs, _ in calls])
 
     params = jax.tree_util.tree_unflatten(
         treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in signature])
     closed = jax.make_jaxpr(layer_inputs)(params, jax.ShapeDtypeStruct((1, *sample_shape), x_dtype))
+    for module, *_ in calls:
+        if not isinstance(module, LINEAR_LAYERS):
+            raise ValueError(
+                f"input_layer {input_layer!r} is a {type(module).__name__}, not a Dense/Conv layer "
+                "linear in its parameters; pass input_layer=None")
     if len(calls) != 1:
         raise ValueError(f"input_layer {input_layer!r} is called {len(calls)} times by the model, "
                          "expected once, on the input; pass input_layer=None")

@@ -147,6 +147,12 @@ def make_model(
     return _make_model(name, num_classes, tuple(widths), activation, use_bias)
 
 
+def check_model_name(name: str) -> None:
+    """Reject an unknown model name with a one-line message listing the known ones."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
 @functools.cache
 def _make_model(name: str, num_classes: int, widths: tuple, activation: str, use_bias: bool) -> nn.Module:
     if name == "lenet300":
@@ -155,7 +161,8 @@ def _make_model(name: str, num_classes: int, widths: tuple, activation: str, use
         return LeNet5(num_classes, activation)
     if name == "mlp":
         return MLP(widths=(*widths, num_classes), activation=activation, use_bias=use_bias)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    check_model_name(name)
+    raise AssertionError(f"model {name!r} is listed in MODEL_NAMES but not built here")
 
 
 def init(

@@ -63,6 +63,7 @@ import scipy.special
 import scipy.stats
 from jax.flatten_util import ravel_pytree
 
+import gzone
 from gzone import (
     curvature,
     data,
@@ -242,14 +243,10 @@ def _check_positive(config: Any, *names: str) -> None:
 
 def validate(config: ModelDataConfig) -> None:
     """Reject bad configurations with one-line messages that name the fix."""
-    if config.model not in models.MODEL_NAMES:
-        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(models.MODEL_NAMES)}")
+    models.check_model_name(config.model)
     if config.init not in models.INIT_SCHEMES:
         raise ValueError(f"unknown init {config.init!r}; choose one of {sorted(models.INIT_SCHEMES)}")
-    if config.dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {config.dtype!r}")
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError("dtype float64 needs jax_enable_x64: call gzone.enable_float64() first")
+    gzone.check_dtype(config.dtype)
     _check_positive(config, "n_samples", "chunk_size")
     for name in ("alpha_min", "alpha_max", "logit_std"):
         if hasattr(config, name):

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import gzone
 from gzone import curvature, fullspace, metrics, models, results, subspace
 from gzone.data import load_dataset
 
@@ -97,12 +98,10 @@ def validate(config: ZoneConfig) -> None:
     """Reject bad configurations with one-line messages that name the fix."""
     if config.mode not in MODES:
         raise ValueError(f"unknown mode {config.mode!r}; choose one of {', '.join(MODES)}")
-    if config.model not in models.MODEL_NAMES:
-        raise ValueError(f"unknown model {config.model!r}; choose one of {', '.join(models.MODEL_NAMES)}")
+    models.check_model_name(config.model)
     if config.basis not in subspace.BASIS_KINDS:
         raise ValueError(f"unknown basis {config.basis!r}; choose one of {', '.join(subspace.BASIS_KINDS)}")
-    if config.dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be float32 or float64, got {config.dtype!r}")
+    gzone.check_dtype(config.dtype)
     for name in ("alpha_min", "alpha_max", "temperature_min", "temperature_max"):
         value = getattr(config, name)
         if value is not None and not value > 0:
@@ -116,8 +115,6 @@ def validate(config: ZoneConfig) -> None:
         raise ValueError("--num-points, --seeds and --n-samples must be at least 1")
     if config.probes < 2 or config.lanczos_iters < 1 or config.density_probes < 1:
         raise ValueError("--probes must be at least 2, --lanczos-iters and --density-probes at least 1")
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError("dtype float64 needs jax_enable_x64: call gzone.enable_float64() first")
 
 
 def grid(config: ZoneConfig, degree: int | None) -> list[tuple[float, float, int, int]]:
