@@ -34,13 +34,13 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend.core import Var
 from jax.flatten_util import ravel_pytree
 
-from gzone import objective, subspace
+from gzone import lanczos, objective, subspace
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
-Matvec = Callable[[jax.Array], jax.Array]
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of intermediate values one chunk may use
 
@@ -73,9 +73,19 @@ def auto_chunk_size(
 ) -> int:
     """Samples per chunk so that a forward-over-reverse pass with ``num_tangents`` directions stays
     within ``memory_budget`` bytes (primal, tangent and backward values, a factor 4 of headroom)."""
+    if memory_budget <= 0:
+        raise ValueError(f"memory_budget must be positive, got {memory_budget}")
     per_sample = _activation_floats_per_sample(apply_fn, params, x) * x.dtype.itemsize
     chunk = memory_budget // max(1, 4 * per_sample * (num_tangents + 1))
     return int(max(1, min(len(x), chunk)))
+
+
+def check_chunk_size(chunk_size: int | None) -> None:
+    """ValueError unless ``chunk_size`` is None (automatic) or a positive integer."""
+    if chunk_size is None:
+        return
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None (automatic), got {chunk_size!r}")
 
 
 def padded_chunks(
@@ -84,7 +94,9 @@ def padded_chunks(
     """(xs, ys, ws): x (N, ...) and labels y (N,) (or None) padded to a multiple of ``chunk_size``
     and stacked as (C, B, ...), (C, B); weights ws = 1/N, 0 on the padding, so weighted sums over
     all chunks are exact full-batch means whatever the chunking."""
+    check_chunk_size(chunk_size)
     n = len(x)
+    chunk_size = min(chunk_size, n)
     pad = -n % chunk_size
     weights = jnp.concatenate([jnp.full((n,), 1.0 / n, x.dtype), jnp.zeros((pad,), x.dtype)])
     x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
@@ -93,24 +105,62 @@ def padded_chunks(
     return x.reshape(-1, chunk_size, *x.shape[1:]), y, weights.reshape(-1, chunk_size)
 
 
-def sample_chunks(
+class Batches(NamedTuple):
+    """The full batch laid out once: C equal chunks of B samples, x (C, B, ...), integer labels
+    y (C, B) and weights w (C, B) = 1/N (0 on the last chunk's padding), so that weighted sums over
+    the chunks are exact full-batch means. A pytree: pass it to jitted functions as an argument.
+    Every chunked function of gzone (:func:`projected`, :func:`loss_and_gradient`, the operators,
+    training) accepts one in place of ``x, y`` and then pads and stacks nothing per call."""
+
+    x: jax.Array
+    y: jax.Array
+    w: jax.Array
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.w.shape[1])
+
+
+def prepare_batches(
     apply_fn: ApplyFn,
     params: Any,
     x: jax.Array,
     y: jax.Array,
     chunk_size: int | None = None,
     num_tangents: int = 1,
-) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
-    """The samples as equal chunks (x, y, w) with weights w = 1/N (0 on the last chunk's padding),
-    x cast to the parameters' dtype. ``chunk_size=None``: as many samples per chunk as fit the
-    memory budget of a pass with ``num_tangents`` directions (:func:`auto_chunk_size`). Every
-    chunked function of gzone sums its per-chunk results over these."""
-    dtype = ravel_pytree(params)[0].dtype
-    x = jnp.asarray(x, dtype)
+) -> Batches:
+    """``x`` (cast to the parameters' dtype) and ``y`` as :class:`Batches`. ``chunk_size=None``:
+    as many samples per chunk as fit the memory budget of a pass with ``num_tangents``
+    directions (:func:`auto_chunk_size`; d for :func:`projected`, 1 for gradients and matvecs)."""
+    check_chunk_size(chunk_size)
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels")
+    if len(x) == 0:
+        raise ValueError("x holds no samples")
+    x = jnp.asarray(x, ravel_pytree(params)[0].dtype)
     y = jnp.asarray(y, jnp.int32)
     if chunk_size is None:
         chunk_size = auto_chunk_size(apply_fn, params, x, num_tangents)
-    return list(zip(*padded_chunks(x, y, min(chunk_size, len(x)))))
+    return Batches(*padded_chunks(x, y, chunk_size))
+
+
+def as_batches(
+    apply_fn: ApplyFn,
+    params: Any,
+    x: jax.Array | Batches,
+    y: jax.Array | None,
+    chunk_size: int | None = None,
+    num_tangents: int = 1,
+) -> Batches:
+    """``x`` itself when it is :class:`Batches` (then ``y`` and ``chunk_size`` must be None),
+    else :func:`prepare_batches` of ``(x, y)``."""
+    if isinstance(x, Batches):
+        if y is not None or chunk_size is not None:
+            raise ValueError("pass either Batches (with y=None, chunk_size=None) or arrays x, y")
+        return x
+    if y is None:
+        raise ValueError("labels y are needed with an array x (or pass Batches as x)")
+    return prepare_batches(apply_fn, params, x, y, chunk_size, num_tangents)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -327,8 +377,8 @@ def projected(
     apply_fn: ApplyFn,
     params: Any,
     basis: jax.Array,
-    x: jax.Array,
-    y: jax.Array,
+    x: jax.Array | Batches,
+    y: jax.Array | None = None,
     temperature: float | jax.Array = 1.0,
     *,
     chunk_size: int | None = None,
@@ -337,9 +387,11 @@ def projected(
     """Rᵀ H R, Rᵀ G R and Rᵀ H-term R (d, d) of the full-batch loss at ``params``.
 
     ``basis`` is (P, d), rows in the order of ``ravel_pytree(params)``; ``x`` (N, ...) and integer
-    labels ``y`` (N,). Samples are processed in chunks of ``chunk_size`` (default: as many as
-    fit a 2 GiB budget), each one jit-compiled pass; results are exact sums, independent of the
-    chunking. Vmappable over leading axes of ``params`` and ``basis`` (several seeds at once).
+    labels ``y`` (N,), or :class:`Batches` prepared once (``prepare_batches(..., num_tangents=d)``
+    keeps a chunk within the memory budget of this pass). Samples are processed in chunks of
+    ``chunk_size`` (default: as many as fit a 2 GiB budget), each one jit-compiled pass; results
+    are exact sums, independent of the chunking. Vmappable over leading axes of ``params`` and
+    ``basis`` (several seeds at once).
 
     ``input_layer``: with gzone's models (``"auto"``) the pass runs in subspace coordinates and
     replaces the input layer's per-column weight gradients by one GEMM/convolution of the input
@@ -352,11 +404,12 @@ def projected(
         )
     if basis.shape[1] > num_params:
         raise ValueError(f"subspace dimension d={basis.shape[1]} exceeds P={num_params}")
+    batches = as_batches(apply_fn, params, x, y, chunk_size, basis.shape[1])
     temperature = jnp.asarray(temperature, ravel_pytree(params)[0].dtype)
-    input_layer = resolve_input_layer(apply_fn, params, x, input_layer)
+    input_layer = resolve_input_layer(apply_fn, params, batches.x[0], input_layer)
     columns = basis_columns(params, basis, input_layer)
     gterm = hterm = loss = grad = 0.0
-    for xc, yc, wc in sample_chunks(apply_fn, params, x, y, chunk_size, basis.shape[1]):
+    for xc, yc, wc in zip(*batches):
         g, h, lo, gr = projected_chunk(apply_fn, params, columns, xc, yc, wc, temperature, input_layer)
         gterm, hterm, loss, grad = gterm + g, hterm + h, loss + lo, grad + gr
     gterm, hterm = _symmetrised(gterm), _symmetrised(hterm)
@@ -401,31 +454,90 @@ def hterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
         return ravel_pytree(tangent)[0]
 
 
-def _operator(chunk_fn, apply_fn, params, x, y, temperature, chunk_size) -> Matvec:
-    chunks = sample_chunks(apply_fn, params, x, y, chunk_size)
-    dtype = ravel_pytree(params)[0].dtype
-    temperature = jnp.asarray(temperature, dtype)
-
-    def matvec(v: jax.Array) -> jax.Array:
-        v = jnp.asarray(v, dtype)
-        return sum(chunk_fn(apply_fn, params, v, xc, yc, wc, temperature) for xc, yc, wc in chunks)
-
-    return matvec
+TERMS = ("hessian", "gterm", "hterm")
+_CHUNK_PRODUCTS = {"hessian": hessian_vp_chunk, "gterm": gterm_vp_chunk, "hterm": hterm_vp_chunk}
 
 
-def hessian_operator(apply_fn, params, x, y, temperature=1.0, *, chunk_size=None) -> Matvec:
-    """v ↦ H v on flat parameter vectors (jvp of the full-batch gradient)."""
-    return _operator(hessian_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
+def _check_term(term: str) -> None:
+    if term not in _CHUNK_PRODUCTS:
+        raise ValueError(f"unknown term {term!r}; choose one of {', '.join(TERMS)}")
 
 
-def gterm_operator(apply_fn, params, x, y, temperature=1.0, *, chunk_size=None) -> Matvec:
+@functools.cache
+def matvec(term: str, apply_fn: ApplyFn) -> Callable[..., jax.Array]:
+    """The one matvec of ``term`` (H, G-term or H-term, Eq. 4) for ``apply_fn``:
+    ``matvec(v, params, batches, temperature) -> X v`` on flat parameter vectors (P,).
+
+    Parameters, :class:`Batches` and T are arguments, so one compiled program serves every α, T,
+    seed and dataset of the same shapes. It sums the per-chunk products over the C chunks (a
+    Python loop, unrolled into one trace: no ``scan``, convolutions inside XLA loops are slow on
+    CPU) and is jit-compiled; the same function object is returned for equal (term, apply_fn), so
+    it is a cache hit for every jit that takes it as a static argument (Lanczos, Hutchinson). Bound
+    methods such as ``model.apply`` are equal only for the *same* model object (see
+    ``models.make_model``, which caches them). ``v`` is cast to the parameters' dtype.
+    """
+    _check_term(term)
+    chunk_product = _CHUNK_PRODUCTS[term]
+
+    def term_matvec(v: jax.Array, params: Any, batches: Batches, temperature: jax.Array) -> jax.Array:
+        v = v.astype(ravel_pytree(params)[0].dtype)
+        return sum(chunk_product(apply_fn, params, v, x, y, w, temperature) for x, y, w in zip(*batches))
+
+    term_matvec.__name__ = term_matvec.__qualname__ = f"{term}_matvec"
+    return jax.jit(term_matvec)
+
+
+@functools.cache
+def block_matvec(term: str, apply_fn: ApplyFn, offset: int, size: int) -> Callable[..., jax.Array]:
+    """``v1 ↦ [X (0 ⊕ v1 ⊕ 0)]₁``: the diagonal block of :func:`matvec` on the flat parameters
+    ``offset … offset + size − 1`` (e.g. one layer's kernel, the ICML paper's H₁₁ of App. D).
+    Same signature and caching as :func:`matvec`; one full product per call, restricted."""
+    full = matvec(term, apply_fn)
+
+    def block(v1: jax.Array, params: Any, batches: Batches, temperature: jax.Array) -> jax.Array:
+        num_params = ravel_pytree(params)[0].size
+        if offset < 0 or offset + size > num_params:
+            raise ValueError(f"block {offset}..{offset + size} exceeds P={num_params}")
+        v = jnp.zeros((num_params,), v1.dtype).at[offset: offset + size].set(v1)
+        return full(v, params, batches, temperature)[offset: offset + size]
+
+    block.__name__ = block.__qualname__ = f"{term}_block_matvec"
+    return jax.jit(block)
+
+
+def operator(
+    term: str,
+    apply_fn: ApplyFn,
+    params: Any,
+    x: jax.Array | Batches,
+    y: jax.Array | None = None,
+    temperature: float | jax.Array = 1.0,
+    *,
+    chunk_size: int | None = None,
+) -> lanczos.Operator:
+    """``v ↦ X v`` for ``term`` at ``params``: :func:`matvec` bound to its operands (parameters,
+    :class:`Batches`, T) as a :class:`gzone.lanczos.Operator`. Callable on flat vectors; passed
+    to :mod:`gzone.lanczos` / :mod:`gzone.hutchinson`, one compilation serves every α, T and seed.
+    The data are padded and stacked here, once (or pass :class:`Batches`)."""
+    _check_term(term)
+    batches = as_batches(apply_fn, params, x, y, chunk_size)
+    temperature = jnp.asarray(temperature, ravel_pytree(params)[0].dtype)
+    return lanczos.Operator(matvec(term, apply_fn), (params, batches, temperature))
+
+
+def hessian_operator(apply_fn, params, x, y=None, temperature=1.0, *, chunk_size=None):
+    """v ↦ H v on flat parameter vectors (jvp of the full-batch gradient); see :func:`operator`."""
+    return operator("hessian", apply_fn, params, x, y, temperature, chunk_size=chunk_size)
+
+
+def gterm_operator(apply_fn, params, x, y=None, temperature=1.0, *, chunk_size=None):
     """v ↦ G v = (1/N) Σ_μ J_μᵀ M_μ J_μ v (linearize → centred M → transpose; Eq. 4)."""
-    return _operator(gterm_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
+    return operator("gterm", apply_fn, params, x, y, temperature, chunk_size=chunk_size)
 
 
-def hterm_operator(apply_fn, params, x, y, temperature=1.0, *, chunk_size=None) -> Matvec:
+def hterm_operator(apply_fn, params, x, y=None, temperature=1.0, *, chunk_size=None):
     """v ↦ H-term v, computed directly (Eq. 4's second term), not as H v − G v."""
-    return _operator(hterm_vp_chunk, apply_fn, params, x, y, temperature, chunk_size)
+    return operator("hterm", apply_fn, params, x, y, temperature, chunk_size=chunk_size)
 
 
 OPERATORS = {"hessian": hessian_operator, "gterm": gterm_operator, "hterm": hterm_operator}
@@ -435,16 +547,26 @@ OPERATORS = {"hessian": hessian_operator, "gterm": gterm_operator, "hterm": hter
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _loss_and_grad_chunk(apply_fn, params, x, y, w, temperature):
-    return jax.value_and_grad(lambda p: _weighted_loss(apply_fn, p, x, y, w, temperature))(params)
+def _loss_and_flat_gradient(apply_fn, params, batches, temperature):
+    def loss(p):
+        return sum(_weighted_loss(apply_fn, p, x, y, w, temperature) for x, y, w in zip(*batches))
+
+    value, grad = jax.value_and_grad(loss)(params)
+    return value, ravel_pytree(grad)[0]
 
 
-def loss_and_gradient(apply_fn, params, x, y, temperature=1.0, *, chunk_size=None):
-    """Full-batch loss and flat gradient (P,), chunked over samples."""
-    dtype = ravel_pytree(params)[0].dtype
-    temperature = jnp.asarray(temperature, dtype)
-    loss, grad = 0.0, 0.0
-    for xc, yc, wc in sample_chunks(apply_fn, params, x, y, chunk_size):
-        lo, gr = _loss_and_grad_chunk(apply_fn, params, xc, yc, wc, temperature)
-        loss, grad = loss + lo, grad + ravel_pytree(gr)[0]
-    return loss, grad
+def loss_and_gradient(
+    apply_fn: ApplyFn,
+    params: Any,
+    x: jax.Array | Batches,
+    y: jax.Array | None = None,
+    temperature: float | jax.Array = 1.0,
+    *,
+    chunk_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Full-batch loss and flat gradient (P,): one jit-compiled ``value_and_grad`` of the chunk
+    sums. Pass :class:`Batches` to pad and stack the data once for many calls (then a call costs
+    what a lean jitted ``value_and_grad`` on the arrays does)."""
+    batches = as_batches(apply_fn, params, x, y, chunk_size)
+    temperature = jnp.asarray(temperature, ravel_pytree(params)[0].dtype)
+    return _loss_and_flat_gradient(apply_fn, params, batches, temperature)

@@ -7,13 +7,19 @@
 * :func:`eigsh` — extreme eigenpairs (``"LA"``, ``"SA"``, ``"LM"``) with true residual norms.
 * :func:`slq_quadrature`, :func:`density_from_quadrature`, :func:`spectral_density` — stochastic
   Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019).
-* :func:`trace_estimate`, :func:`frobenius_estimate` — Hutchinson and Hutch++ (Meyer, Musco, Musco
-  & Woodruff 2021) estimators with standard errors.
+* Hutchinson-type trace and Frobenius estimators live in :mod:`gzone.hutchinson` (same operators,
+  dtypes and probes).
 
-The operator may be indefinite and rank-deficient. The matvec always runs in its own dtype (the
-``dtype`` of the start vector / probes); the Lanczos recurrence (basis, alphas, betas, Gram–Schmidt)
-may run in a wider ``reorth_dtype`` such as float64, which requires
-``jax.config.update("jax_enable_x64", True)`` (never switched on by this module).
+The operator may be indefinite and rank-deficient.
+
+Dtypes. Every entry point works in the dtype of its inputs unless one is given: ``v0``'s dtype
+where a start vector is passed, else the dtype of the operator's output (found with
+``jax.eval_shape``, nothing is computed), so a float64 operator is never silently run in float32.
+A ``dtype`` that is given is honoured as given — also one lower than the operator's, e.g.
+``dtype=jnp.float32`` for a float64 Hessian: the vectors fed to the matvec and every result are
+then in that dtype, visibly. The Lanczos recurrence (basis, alphas, betas, Gram–Schmidt) may run in
+a wider ``reorth_dtype`` such as float64, which requires ``jax.config.update("jax_enable_x64",
+True)`` (never switched on by this module).
 
 Drivers. ``driver="fori"`` runs the whole iteration in one jitted ``lax.fori_loop`` (no host
 sync). ``driver="host"`` runs a Python loop over one jitted Lanczos step with donated state.
@@ -23,10 +29,16 @@ slower inside ``fori_loop`` than jitted alone), whereas on GPU/TPU the fused loo
 dispatch. Both drivers execute the same step function and give the same numbers.
 
 Matvecs have the form ``matvec(v, *params)`` (matfree style; a plain ``v -> A v`` needs no
-params). Compiled code is cached by jax per matvec *function* (a static argument) and per array
-shape, so pass one fixed function and feed what changes between calls (network parameters, data
-batches) through ``*params``: nothing is recompiled. A fresh closure per call recompiles each time
-(and jax's cache keeps it, with whatever it captured, alive).
+params), or are an :class:`Operator`, which binds such a function to its operands. Compiled code is
+cached by jax per matvec *function* (a static argument) and per array shape, so pass one fixed
+function and feed what changes between calls (network parameters, data batches) through
+``*params`` or an :class:`Operator`'s operands: nothing is recompiled. A fresh closure per call
+recompiles each time (and jax's cache keeps it, with whatever it captured, alive).
+
+Building blocks, composed by :func:`eigsh`, :func:`slq_quadrature`, :func:`spectral_density` and
+:mod:`gzone.fullspace`: :func:`lanczos_tridiag`, :func:`select_ritz`, :func:`gauss_quadrature`,
+:func:`residual_norms`, :func:`probe_vector`, :func:`density_grid` and
+:func:`density_from_quadrature` (one width rule), :func:`apply` and :func:`apply_block`.
 """
 
 from __future__ import annotations
@@ -47,7 +59,6 @@ Matvec = Callable[..., Array]  # matvec(v, *params) -> A v
 DRIVERS = ("auto", "host", "fori")
 WHICH = ("LA", "SA", "LM")
 PROBES = ("rademacher", "gaussian")
-TRACE_METHODS = ("hutchinson", "hutch++")
 
 
 class LanczosResult(NamedTuple):
@@ -70,6 +81,65 @@ class EigshResult(NamedTuple):
     eigenvalues: Array
     eigenvectors: Array
     residual_norms: Array
+
+
+@jax.tree_util.register_pytree_node_class
+class Operator:
+    """A matvec bound to its operands: ``op(v) = matvec(v, *operands)``.
+
+    Every function of this module unpacks it, so the compiled programs are keyed on ``matvec``
+    alone and one compilation serves operators with new operand *values* (another α, T or seed).
+    A pytree (``matvec`` static, ``operands`` leaves), so it can also be passed through ``jax.jit``.
+    """
+
+    def __init__(self, matvec: Matvec, operands: tuple = ()) -> None:
+        self.matvec = matvec
+        self.operands = tuple(operands)
+
+    def __call__(self, v: Array) -> Array:
+        return self.matvec(v, *self.operands)
+
+    def tree_flatten(self) -> tuple[tuple, Matvec]:
+        return self.operands, self.matvec
+
+    @classmethod
+    def tree_unflatten(cls, matvec: Matvec, operands: tuple) -> Operator:
+        return cls(matvec, operands)
+
+    def __repr__(self) -> str:
+        name = getattr(self.matvec, "__name__", type(self.matvec).__name__)
+        return f"Operator({name}, {len(self.operands)} operands)"
+
+
+def unpack(matvec: Matvec | Operator, params: tuple = ()) -> tuple[Matvec, tuple]:
+    """(function, operands): an :class:`Operator`'s matvec and operands followed by ``params``,
+    or a plain matvec with ``params`` unchanged."""
+    if isinstance(matvec, Operator):
+        return matvec.matvec, (*matvec.operands, *params)
+    return matvec, tuple(params)
+
+
+def operator_dtype(matvec: Matvec | Operator, dim: int, *params: Any) -> jnp.dtype:
+    """The dtype of ``matvec(v, *params)`` for a float32 ``v`` of length ``dim``, by
+    ``jax.eval_shape`` (nothing is computed): float64 for an operator built on float64 arrays."""
+    fn, params = unpack(matvec, params)
+    out = jax.eval_shape(lambda v, *p: fn(v, *p), jax.ShapeDtypeStruct((dim,), jnp.float32), *params)
+    dtype = jnp.dtype(out.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"the operator returns {dtype} vectors; a floating dtype is needed")
+    return dtype
+
+
+def working_dtype(
+    matvec: Matvec | Operator, dim: int, params: tuple, dtype: Any = None, v0: Array | None = None
+) -> jnp.dtype:
+    """The dtype an entry point computes in: ``dtype`` when given (honoured as given, also when
+    lower than the operator's), else ``v0``'s dtype, else the operator's output dtype."""
+    if dtype is not None:
+        return _check_dtype(dtype, "dtype")
+    if v0 is not None and jnp.issubdtype(jnp.result_type(v0), jnp.floating):
+        return _check_dtype(jnp.result_type(v0), "v0 dtype")
+    return _check_dtype(operator_dtype(matvec, dim, *params), "the operator's dtype")
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -95,7 +165,8 @@ def _resolve_driver(driver: str) -> str:
     return driver
 
 
-def _check_positive(name: str, value: Any) -> int:
+def check_positive(name: str, value: Any) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` unless it is a positive integer."""
     try:
         value = operator.index(value)
     except TypeError:
@@ -105,14 +176,15 @@ def _check_positive(name: str, value: Any) -> int:
     return value
 
 
-def _apply_block(
-    matvec: Matvec, vectors: Array, params: tuple = (), batch_size: int | None = None
+def apply_block(
+    matvec: Matvec | Operator, vectors: Array, *params: Any, batch_size: int | None = None
 ) -> Array:
     """Rows of ``A Vᵀ`` for a (n, dim) block V via ``jax.vmap(matvec)``, in chunks of batch_size."""
+    matvec, params = unpack(matvec, params)
     n = vectors.shape[0]
     if batch_size is None or batch_size >= n:
         return _apply_chunk(matvec, vectors, *params)
-    batch_size = _check_positive("batch_size", batch_size)
+    batch_size = check_positive("batch_size", batch_size)
     padded = jnp.pad(vectors, ((0, -n % batch_size), (0, 0)))  # one compiled shape for all chunks
     chunks = [
         _apply_chunk(matvec, padded[i : i + batch_size], *params)
@@ -126,6 +198,17 @@ def _apply_chunk(matvec: Matvec, vectors: Array, *params: Any) -> Array:
     return jax.vmap(lambda v: matvec(v, *params))(vectors)
 
 
+@partial(jax.jit, static_argnums=0)
+def _apply_one(matvec: Matvec, v: Array, *params: Any) -> Array:
+    return matvec(v, *params)
+
+
+def apply(matvec: Matvec | Operator, v: Array, *params: Any) -> Array:
+    """A v: one jit-compiled product per (matvec function, shapes), shared by every estimator."""
+    matvec, params = unpack(matvec, params)
+    return _apply_one(matvec, v, *params)
+
+
 def tridiagonal(alphas: Array, betas: Array) -> Array:
     """Dense symmetric (m, m) tridiagonal matrix T from the Lanczos coefficients."""
     off = betas[: alphas.shape[0] - 1]
@@ -136,6 +219,13 @@ def tridiagonal(alphas: Array, betas: Array) -> Array:
 def _ritz(alphas: Array, betas: Array) -> tuple[Array, Array]:
     t = tridiagonal(alphas, betas)
     return jnp.linalg.eigh((t + t.T) / 2)
+
+
+def gauss_quadrature(alphas: Array, betas: Array) -> tuple[Array, Array]:
+    """Gauss quadrature rule of a Lanczos run: nodes θ (eigenvalues of T = S diag(θ) Sᵀ, ascending)
+    and weights ``S[0]**2`` (they sum to 1), so that q₁ᵀ f(A) q₁ ≈ Σ_i w_i f(θ_i)."""
+    theta, s = _ritz(alphas, betas)
+    return theta, s[0] ** 2
 
 
 # ----------------------------------------------------------------------------------- Lanczos
@@ -244,7 +334,7 @@ def _run_lanczos(
 
 
 def lanczos_tridiag(
-    matvec: Matvec,
+    matvec: Matvec | Operator,
     v0: Array,
     num_iters: int,
     *params: Any,
@@ -263,11 +353,12 @@ def lanczos_tridiag(
     normalised all-ones vector. The matvec runs in ``v0.dtype``; the recurrence in
     ``reorth_dtype`` (default ``v0.dtype``). Requires ``1 <= num_iters <= dim``.
     """
+    matvec, params = unpack(matvec, params)
     v0 = jnp.asarray(v0)
     if v0.ndim != 1:
         raise ValueError(f"v0 must be a 1-D vector, got shape {v0.shape}")
     dim = v0.shape[0]
-    num_iters = _check_positive("num_iters", num_iters)
+    num_iters = check_positive("num_iters", num_iters)
     if num_iters > dim:
         raise ValueError(f"num_iters={num_iters} exceeds the dimension {dim}")
     mdtype = _check_dtype(v0.dtype, "v0 dtype")
@@ -276,30 +367,69 @@ def lanczos_tridiag(
     return _run_lanczos(matvec, params, v0, key, num_iters, rdtype, driver)
 
 
-# ----------------------------------------------------------------------------------- eigsh
+# ----------------------------------------------------------------------------------- Ritz pairs
 
 
-@partial(jax.jit, static_argnums=4)
+@partial(jax.jit, static_argnums=(3, 4))
 def _select_ritz(
-    alphas: Array, betas: Array, basis: Array, which: Array, k: int
+    alphas: Array, betas: Array, basis: Array, which: str, k: int
 ) -> tuple[Array, Array]:
-    """Top-k Ritz pairs; ``which`` is the index of the ordering in ``WHICH`` (traced)."""
-    theta, s = _ritz(alphas, betas)
-    order = jnp.stack([-theta, theta, -jnp.abs(theta)])[which]  # LA, SA, LM
-    idx = jnp.argsort(order, stable=True)[:k]
-    vectors = basis[: alphas.shape[0]].T @ s[:, idx]  # (dim, k)
+    theta, s = _ritz(alphas, betas)  # ascending
+    m = alphas.shape[0]
+    if which == "LA":
+        idx = jnp.arange(m - 1, m - 1 - k, -1)
+    elif which == "SA":
+        idx = jnp.arange(k)
+    else:  # LM
+        idx = jnp.argsort(-jnp.abs(theta), stable=True)[:k]
+    vectors = basis[:m].T @ s[:, idx]  # (dim, k)
     return theta[idx], vectors / jnp.linalg.norm(vectors, axis=0, keepdims=True)
 
 
+def select_ritz(result: LanczosResult, k: int, which: str = "LA") -> tuple[Array, Array]:
+    """The ``k`` extreme Ritz pairs of a Lanczos run: values (k,) and unit vectors (dim, k).
+
+    ``which``: ``"LA"`` largest algebraic (descending), ``"SA"`` smallest algebraic (ascending),
+    ``"LM"`` largest magnitude (descending |θ|). Both ends converge in the same Krylov space, so
+    one run serves ``"LA"`` and ``"SA"`` alike (:mod:`gzone.fullspace` takes both).
+    """
+    if which not in WHICH:
+        raise ValueError(f"unknown which={which!r}; choose one of {', '.join(WHICH)}")
+    k = check_positive("k", k)
+    if k > result.alphas.shape[0]:
+        raise ValueError(f"k={k} exceeds the {result.alphas.shape[0]} Lanczos iterations")
+    return _select_ritz(result.alphas, result.betas, result.basis, which, k)
+
+
+@jax.jit
+def _residual_norms(av: Array, vectors: Array, values: Array) -> Array:
+    return jnp.linalg.norm(av.astype(vectors.dtype) - values[:, None] * vectors, axis=1)
+
+
+def residual_norms(
+    matvec: Matvec | Operator, values: Array, vectors: Array, *params: Any,
+    dtype: Any = None, batch_size: int | None = None,
+) -> Array:
+    """True residual norms ``||A y − θ y||`` (k,) of Ritz pairs (values (k,), vectors (dim, k)),
+    with ``k`` real matvecs (``jax.vmap``, chunks of ``batch_size``) run in ``dtype`` (default: the
+    vectors' dtype); the norms are in the vectors' dtype."""
+    dtype = vectors.dtype if dtype is None else _check_dtype(dtype, "dtype")
+    av = apply_block(matvec, vectors.T.astype(dtype), *params, batch_size=batch_size)
+    return _residual_norms(av, vectors.T, values)
+
+
+# ----------------------------------------------------------------------------------- eigsh
+
+
 def eigsh(
-    matvec: Matvec,
+    matvec: Matvec | Operator,
     dim: int,
     k: int,
     *params: Any,
     key: Array,
     num_iters: int | None = None,
     which: str = "LA",
-    dtype: Any = jnp.float32,
+    dtype: Any = None,
     reorth_dtype: Any = None,
     driver: str = "auto",
     v0: Array | None = None,
@@ -312,32 +442,32 @@ def eigsh(
     normalised Gaussian drawn from ``key`` (or ``v0`` if given). ``num_iters`` defaults to
     ``min(dim, max(2k + 20, 50))`` and must satisfy ``k <= num_iters <= dim``. Residual norms
     ``||A v - λ v||`` are computed with ``k`` real matvecs (``jax.vmap``, chunks of
-    ``batch_size``). The matvec runs in ``dtype``; the outputs are in the recurrence dtype
-    (``reorth_dtype``, default ``dtype``).
+    ``batch_size``). The matvec runs in ``dtype`` (default: ``v0``'s, else the operator's output
+    dtype); the outputs are in the recurrence dtype (``reorth_dtype``, default ``dtype``).
     """
-    dim, k = _check_positive("dim", dim), _check_positive("k", k)
+    matvec, params = unpack(matvec, params)
+    dim, k = check_positive("dim", dim), check_positive("k", k)
     if k > dim:
         raise ValueError(f"k={k} exceeds the dimension {dim}")
     if which not in WHICH:
         raise ValueError(f"unknown which={which!r}; choose one of {', '.join(WHICH)}")
     num_iters = min(dim, max(2 * k + 20, 50)) if num_iters is None else num_iters
-    num_iters = _check_positive("num_iters", num_iters)
+    num_iters = check_positive("num_iters", num_iters)
     if not k <= num_iters <= dim:
         raise ValueError(f"need k <= num_iters <= dim, got k={k}, num_iters={num_iters}, dim={dim}")
-    mdtype = _check_dtype(dtype, "dtype")
+    mdtype = working_dtype(matvec, dim, params, dtype, v0)
     rdtype = mdtype if reorth_dtype is None else _check_dtype(reorth_dtype, "reorth_dtype")
     _resolve_driver(driver)
     key_start, key_restart = jax.random.split(key)
     if v0 is None:
-        v0 = _probe(key_start, 0, dim, mdtype, "gaussian")
+        v0 = probe_vector(key_start, 0, dim, mdtype, "gaussian")
     elif jnp.shape(v0) != (dim,):
         raise ValueError(f"v0 must have shape ({dim},), got {jnp.shape(v0)}")
 
     v0 = jnp.asarray(v0, mdtype)
     result = _run_lanczos(matvec, params, v0, key_restart, num_iters, rdtype, driver)
-    values, vectors = _select_ritz(*result, WHICH.index(which), k)
-    av = _apply_block(matvec, vectors.T.astype(mdtype), params, batch_size).astype(rdtype)
-    residuals = jnp.linalg.norm(av - values[:, None] * vectors.T, axis=1)
+    values, vectors = select_ritz(result, k, which)
+    residuals = residual_norms(matvec, values, vectors, *params, dtype=mdtype, batch_size=batch_size)
     return EigshResult(values, vectors, residuals)
 
 
@@ -352,30 +482,25 @@ def _probe32(key: Array, i: int, dim: int, kind: str) -> Array:
     return jax.random.normal(key, (dim,), jnp.float32)
 
 
-def _probe(key: Array, i: int, dim: int, dtype: Any, kind: str) -> Array:
-    """Probe vector number i, drawn from ``fold_in(key, i)`` in float32 and cast to ``dtype``.
-
-    One compilation per (dim, kind), whatever the number of probes or the dtype.
-    """
+def probe_vector(key: Array, i: int, dim: int, dtype: Any, kind: str = "rademacher") -> Array:
+    """Probe vector number i (Rademacher ±1 or standard Gaussian), drawn from ``fold_in(key, i)``
+    in float32 and cast to ``dtype``: the same numbers in every dtype, and one compilation per
+    (dim, kind) whatever the number of probes or the dtype."""
+    if kind not in PROBES:
+        raise ValueError(f"unknown probe {kind!r}; choose one of {', '.join(PROBES)}")
     return _probe32(key, i, dim, kind).astype(dtype)
 
 
-def _probes(key: Array, num: int, dim: int, dtype: Any, kind: str = "rademacher") -> Array:
-    """(num, dim) block of Rademacher or Gaussian probes."""
-    if kind not in PROBES:
-        raise ValueError(f"unknown probe {kind!r}; choose one of {', '.join(PROBES)}")
-    return jnp.stack([_probe(key, i, dim, jnp.dtype(dtype), kind) for i in range(num)])
-
 
 def slq_quadrature(
-    matvec: Matvec,
+    matvec: Matvec | Operator,
     dim: int,
     *params: Any,
     key: Array,
     num_probes: int,
     num_iters: int,
     probe: str = "rademacher",
-    dtype: Any = jnp.float32,
+    dtype: Any = None,
     reorth_dtype: Any = None,
     driver: str = "auto",
 ) -> tuple[Array, Array]:
@@ -383,37 +508,50 @@ def slq_quadrature(
 
     For each normalised probe z (Rademacher or Gaussian), ``num_iters`` Lanczos steps give
     T = S diag(θ) Sᵀ; the nodes are θ and the weights ``S[0]**2`` (they sum to 1), so that
-    ``zᵀ f(A) z ≈ Σ_i w_i f(θ_i)``. Returns ``(nodes, weights)``, each (num_probes, num_iters).
-    Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019.
+    ``zᵀ f(A) z ≈ Σ_i w_i f(θ_i)`` (:func:`gauss_quadrature`). Returns ``(nodes, weights)``, each
+    (num_probes, num_iters). Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019.
     """
-    dim, num_probes = _check_positive("dim", dim), _check_positive("num_probes", num_probes)
-    num_iters = _check_positive("num_iters", num_iters)
+    matvec, params = unpack(matvec, params)
+    dim, num_probes = check_positive("dim", dim), check_positive("num_probes", num_probes)
+    num_iters = check_positive("num_iters", num_iters)
     if num_iters > dim:
         raise ValueError(f"num_iters={num_iters} exceeds the dimension {dim}")
-    mdtype = _check_dtype(dtype, "dtype")
+    mdtype = working_dtype(matvec, dim, params, dtype)
     rdtype = mdtype if reorth_dtype is None else _check_dtype(reorth_dtype, "reorth_dtype")
     _resolve_driver(driver)
-    if probe not in PROBES:
-        raise ValueError(f"unknown probe {probe!r}; choose one of {', '.join(PROBES)}")
+    kind = probe
     key_probe, key_restart = jax.random.split(key)
-    results = [
-        _run_lanczos(
-            matvec,
-            params,
-            _probe(key_probe, i, dim, mdtype, probe),
-            jax.random.fold_in(key_restart, i),
-            num_iters,
-            rdtype,
-            driver,
+    rules = []
+    for i in range(num_probes):
+        run = _run_lanczos(
+            matvec, params, probe_vector(key_probe, i, dim, mdtype, kind),
+            jax.random.fold_in(key_restart, i), num_iters, rdtype, driver,
         )
-        for i in range(num_probes)
-    ]
-    alphas = jnp.stack([r.alphas for r in results])
-    betas = jnp.stack([r.betas for r in results])
-    nodes, vectors = jax.vmap(_ritz)(alphas, betas)
-    return nodes, vectors[:, 0, :] ** 2
+        rules.append(gauss_quadrature(run.alphas, run.betas))
+        del run  # the (num_iters + 1, dim) basis is not kept
+    nodes, weights = zip(*rules)
+    return jnp.stack(nodes), jnp.stack(weights)
 
 
+def density_grid(
+    nodes: Array, sigma: float | None = None, *, sigma_rel: float = 0.01, num_points: int = 1024
+) -> tuple[Array, float]:
+    """The one width rule of the smoothed densities: σ = ``sigma`` if given, else ``sigma_rel`` ×
+    (max θ − min θ) (× the largest |θ|, or 1, when all nodes coincide), and a grid of
+    ``num_points`` points on [min θ − 3σ, max θ + 3σ]. Returns ``(grid, sigma)``."""
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    if not sigma_rel > 0:
+        raise ValueError(f"sigma_rel must be positive, got {sigma_rel}")
+    num_points = check_positive("num_points", num_points)
+    lo, hi = float(jnp.min(nodes)), float(jnp.max(nodes))
+    if sigma is None:
+        sigma = sigma_rel * (hi - lo if hi > lo else max(abs(lo), abs(hi), 1.0))
+    grid = jnp.linspace(lo - 3 * sigma, hi + 3 * sigma, num_points, dtype=jnp.result_type(nodes))
+    return grid, sigma
+
+
+@partial(jax.jit, static_argnames="normalize")
 def density_from_quadrature(
     nodes: Array, weights: Array, grid: Array, sigma: float, *, normalize: bool = True
 ) -> Array:
@@ -433,7 +571,7 @@ def density_from_quadrature(
 
 
 def spectral_density(
-    matvec: Matvec,
+    matvec: Matvec | Operator,
     dim: int,
     *params: Any,
     key: Array,
@@ -441,133 +579,24 @@ def spectral_density(
     num_iters: int,
     grid: Array | None = None,
     sigma: float | None = None,
+    sigma_rel: float = 0.01,
     num_points: int = 1024,
     probe: str = "rademacher",
-    dtype: Any = jnp.float32,
+    dtype: Any = None,
     reorth_dtype: Any = None,
     driver: str = "auto",
 ) -> tuple[Array, Array]:
     """Spectral density of A by stochastic Lanczos quadrature; returns ``(grid, density)``.
 
-    ``sigma`` defaults to 1% of the node range (max θ − min θ); the default grid has
-    ``num_points`` points on [min θ − 3σ, max θ + 3σ]. The density integrates to 1 on the grid.
+    ``sigma`` defaults to ``sigma_rel`` (1%) of the node range and the default grid has
+    ``num_points`` points (:func:`density_grid`). The density integrates to 1 on the grid.
     """
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
     nodes, weights = slq_quadrature(
-        matvec,
-        dim,
-        *params,
-        key=key,
-        num_probes=num_probes,
-        num_iters=num_iters,
-        probe=probe,
-        dtype=dtype,
-        reorth_dtype=reorth_dtype,
-        driver=driver,
+        matvec, dim, *params, key=key, num_probes=num_probes, num_iters=num_iters, probe=probe,
+        dtype=dtype, reorth_dtype=reorth_dtype, driver=driver,
     )
-    lo, hi = float(nodes.min()), float(nodes.max())
-    if sigma is None:
-        sigma = 0.01 * (hi - lo if hi > lo else max(abs(lo), abs(hi), 1.0))
-    if grid is None:
-        grid = jnp.linspace(lo - 3 * sigma, hi + 3 * sigma, num_points, dtype=nodes.dtype)
-    grid = jnp.asarray(grid)
+    default_grid, sigma = density_grid(nodes, sigma, sigma_rel=sigma_rel, num_points=num_points)
+    grid = default_grid if grid is None else jnp.asarray(grid)
     return grid, density_from_quadrature(nodes, weights, grid, sigma)
 
 
-# ----------------------------------------------------------------------------------- trace
-
-
-def _randomised_estimate(
-    matvec: Matvec,
-    dim: int,
-    params: tuple,
-    key: Array,
-    num_probes: int,
-    method: str,
-    dtype: Any,
-    batch_size: int | None,
-    sample: Callable[[Array, Array], Array],
-) -> tuple[Array, Array]:
-    """Shared Hutchinson / Hutch++ driver; ``sample(Z, A Z)`` gives one statistic per probe row."""
-    dim, num_probes = _check_positive("dim", dim), _check_positive("num_probes", num_probes)
-    if method not in TRACE_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(TRACE_METHODS)}")
-    dtype = _check_dtype(dtype, "dtype")
-
-    def estimate(z: Array, offset: Array | float = 0.0) -> tuple[Array, Array]:
-        samples = sample(z, _apply_block(matvec, z, params, batch_size).astype(dtype))
-        return offset + samples.mean(), samples.std(ddof=1) / math.sqrt(samples.shape[0])
-
-    if method == "hutchinson":
-        if num_probes < 2:
-            raise ValueError("a standard error needs num_probes >= 2")
-        return estimate(_probes(key, num_probes, dim, dtype))
-    if num_probes < 4:
-        raise ValueError(f"hutch++ needs num_probes >= 4, got {num_probes}")
-    num_sketch = num_probes // 3  # matvecs: num_sketch (A S) + num_sketch (A Q) + the rest
-    key_sketch, key_hutch = jax.random.split(key)
-    sketch = _apply_block(matvec, _probes(key_sketch, num_sketch, dim, dtype), params, batch_size)
-    q = jnp.linalg.qr(sketch.astype(dtype).T)[0].T  # (num_sketch, dim), orthonormal rows
-    exact = sample(q, _apply_block(matvec, q, params, batch_size).astype(dtype)).sum()
-    g = _probes(key_hutch, num_probes - 2 * num_sketch, dim, dtype)
-    return estimate(g - (g @ q.T) @ q, exact)  # Hutchinson on deflated probes (I - Q Qᵀ) g
-
-
-def trace_estimate(
-    matvec: Matvec,
-    dim: int,
-    *params: Any,
-    key: Array,
-    num_probes: int,
-    method: str = "hutchinson",
-    dtype: Any = jnp.float32,
-    batch_size: int | None = None,
-) -> tuple[Array, Array]:
-    """Randomised estimate of tr(A) with Rademacher probes; returns ``(estimate, standard_error)``.
-
-    ``"hutchinson"``: mean of zᵀAz. ``"hutch++"`` (Meyer, Musco, Musco & Woodruff 2021):
-    ``num_probes // 3`` sketch vectors S, Q = qr(A S), exact tr(QᵀAQ), plus Hutchinson on
-    (I − QQᵀ) A (I − QQᵀ) with the remaining probes (``num_probes`` matvecs in all); the standard
-    error is that of the Hutchinson part. Blocks of probes go through ``jax.vmap(matvec)`` in
-    chunks of ``batch_size``.
-    """
-    return _randomised_estimate(
-        matvec,
-        dim,
-        params,
-        key,
-        num_probes,
-        method,
-        dtype,
-        batch_size,
-        lambda z, az: (z * az).sum(1),
-    )
-
-
-def frobenius_estimate(
-    matvec: Matvec,
-    dim: int,
-    *params: Any,
-    key: Array,
-    num_probes: int,
-    method: str = "hutchinson",
-    dtype: Any = jnp.float32,
-    batch_size: int | None = None,
-) -> tuple[Array, Array]:
-    """Randomised estimate of ``||A||_F² = E||A z||²`` (Rademacher z); ``(estimate, std. error)``.
-
-    ``"hutch++"`` splits ``||A||_F² = ||A Q||_F² + ||A (I − QQᵀ)||_F²`` with Q = qr(A S), computing
-    the first term exactly and the second by Hutchinson on deflated probes.
-    """
-    return _randomised_estimate(
-        matvec,
-        dim,
-        params,
-        key,
-        num_probes,
-        method,
-        dtype,
-        batch_size,
-        lambda z, az: (az * az).sum(1),
-    )

@@ -4,6 +4,8 @@
 arrays explicitly, and the library takes its dtype from its inputs.
 """
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -23,3 +25,34 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"GZONE_DATA_DIR={value} is not a directory: real-data test skipped")
     return path
+
+
+class _CompileLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.names: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Finished XLA compilation of "):
+            self.names.append(message.removeprefix("Finished XLA compilation of ").split(" in ")[0])
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Context manager yielding the list of XLA programs compiled inside it (``jax.log_compiles``,
+    the public compile log), e.g. ``['jit(hessian_matvec)', ...]``."""
+    handler = _CompileLog()
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            yield handler.names
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def compilations():
+    """:func:`count_compilations` as a fixture."""
+    return count_compilations

@@ -13,7 +13,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from test_curvature import dense_terms, tiny_problem
 
-from gzone import fullspace, models, results
+from gzone import curvature, fullspace, models, results
 from gzone import lanczos as lz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -113,16 +113,18 @@ def test_chunked_stable_matvec_matches_dense(problem):
     apply_fn, params, x, y, dense, *_ = problem
     v = jax.random.normal(jax.random.key(3), (dense["hessian"].shape[0],), jnp.float64)
     temperature = jnp.asarray(TEMPERATURE)
-    one_chunk = fullspace.stack_chunks(apply_fn, params, x, y)
+    one_chunk = curvature.prepare_batches(apply_fn, params, x, y)
     for term in fullspace.TERMS:
-        matvec = fullspace.operator(term, apply_fn)
-        got = fullspace._apply(matvec, v, params, *one_chunk, temperature)
+        matvec = curvature.matvec(term, apply_fn)
+        got = lz.apply(matvec, v, params, one_chunk, temperature)
         np.testing.assert_allclose(got, dense[term] @ v, rtol=1e-10, atol=1e-13)
-    xs, ys, ws = fullspace.stack_chunks(apply_fn, params, x, y, chunk_size=4)
+        bound = curvature.operator(term, apply_fn, params, x, y, TEMPERATURE)
+        np.testing.assert_allclose(bound(v), dense[term] @ v, rtol=1e-10, atol=1e-13)
+    xs, ys, ws = chunks = curvature.prepare_batches(apply_fn, params, x, y, chunk_size=4)
     assert xs.shape[:2] == (3, 4) and float(ws.sum()) == pytest.approx(1.0) and ws[-1, -1] == 0
-    got = fullspace._apply(fullspace.operator("hessian", apply_fn), v, params, xs, ys, ws, temperature)
+    got = lz.apply(curvature.matvec("hessian", apply_fn), v, params, chunks, temperature)
     np.testing.assert_allclose(got, dense["hessian"] @ v, rtol=1e-10, atol=1e-13)
-    assert fullspace.operator("gterm", apply_fn) is fullspace.operator("gterm", apply_fn)
+    assert curvature.matvec("gterm", apply_fn) is curvature.matvec("gterm", apply_fn)
 
 
 def test_common_probes_add_up_like_the_terms(problem):
@@ -148,32 +150,46 @@ def test_deterministic_for_a_fixed_key(problem):
     assert float(a["hterm"].positive_curvature) != float(c["hterm"].positive_curvature)
 
 
-def test_sweep_over_alpha_and_temperature_compiles_once(problem):
+def test_sweep_over_alpha_and_temperature_compiles_once(problem, compilations):
     apply_fn, params, x, y, *_ = problem
     kwargs = {"num_probes": 3, "num_iters": NUM_ITERS, "top_k": 2, "density_probes": 1}
-    compiled = (lz._lanczos_step_jit, fullspace._apply)  # the jits that take the matvec
-
-    def cache_sizes():
-        return [f._cache_size() for f in compiled]
-
     fullspace.full_space_curvature(apply_fn, params, x, y, 1.0, key=jax.random.key(0), **kwargs)
-    traced, sizes = len(TRACES), cache_sizes()
+    traced = len(TRACES)
     assert traced > 0
-    for alpha, temperature in [(0.3, 1.0), (4.0, 2.5)]:
-        fullspace.full_space_curvature(
-            apply_fn, models.scale(params, alpha), x, y, temperature, key=jax.random.key(1),
-            **kwargs,
-        )
-    # new α, T and key: no new trace of the model, no new entry in the compiled steps' caches
-    assert len(TRACES) == traced and cache_sizes() == sizes
-    chunks = fullspace.stack_chunks(apply_fn, params, x, y, chunk_size=5)
-    matvec = fullspace.operator("hterm", apply_fn)
-    fullspace._apply(matvec, ravel_pytree(params)[0], params, *chunks, jnp.asarray(1.0))
+    scaled = {alpha: models.scale(params, alpha) for alpha in (0.3, 4.0)}  # eager ops compile
+    with compilations() as compiled:
+        for alpha, temperature in [(0.3, 1.0), (4.0, 2.5)]:
+            fullspace.full_space_curvature(
+                apply_fn, scaled[alpha], x, y, temperature, key=jax.random.key(1), **kwargs,
+            )
+    # new α, T and key: no new trace of the model, nothing compiled (jax's public compile log)
+    assert len(TRACES) == traced and compiled == []
+    chunks = curvature.prepare_batches(apply_fn, params, x, y, chunk_size=5)
+    matvec = curvature.matvec("hterm", apply_fn)
+    with compilations() as compiled:
+        lz.apply(matvec, ravel_pytree(params)[0], params, chunks, jnp.asarray(1.0))
     assert len(TRACES) > traced  # new chunk shapes do retrace: the checks can see it
-    assert cache_sizes()[1] == sizes[1] + 1
-    fresh = fullspace.operator.__wrapped__("hterm", apply_fn)  # an equal but new function
-    fullspace._apply(fresh, ravel_pytree(params)[0], params, *chunks, jnp.asarray(1.0))
-    assert cache_sizes()[1] == sizes[1] + 2  # ... which is why operator() caches it
+    assert "jit(_apply_one)" in compiled  # the product, with the matvec inlined
+    fresh = curvature.matvec.__wrapped__("hterm", apply_fn)  # an equal but new function
+    with compilations() as compiled:
+        lz.apply(fresh, ravel_pytree(params)[0], params, chunks, jnp.asarray(1.0))
+    assert "jit(_apply_one)" in compiled  # ... which is why matvec() caches it
+
+
+def test_operators_reused_across_alpha_compile_nothing(problem, compilations):
+    # the README's path: curvature.hessian_operator(...) handed to lanczos.eigsh, once per alpha
+    apply_fn, params, x, y, *_ = problem
+    dim = ravel_pytree(params)[0].size
+    for make in curvature.OPERATORS.values():
+        lz.eigsh(make(apply_fn, params, x, y), dim, 2, key=jax.random.key(0), num_iters=20)
+    scaled = [models.scale(params, alpha) for alpha in (0.5, 2.0, 7.0)]  # eager ops compile
+    with compilations() as compiled:
+        for params_alpha in scaled:
+            for make in curvature.OPERATORS.values():
+                op = make(apply_fn, params_alpha, x, y, 1.3)
+                res = lz.eigsh(op, dim, 2, key=jax.random.key(0), num_iters=20)
+                assert res.eigenvalues.dtype == jnp.float64  # inferred from the operator
+    assert compiled == []
 
 
 def test_input_validation(problem):
@@ -183,7 +199,7 @@ def test_input_validation(problem):
     with pytest.raises(ValueError, match="num_probes"):
         fullspace.full_space_curvature(apply_fn, params, x, y, key=jax.random.key(0), num_probes=1)
     with pytest.raises(ValueError, match="unknown term"):
-        fullspace.operator("hess", apply_fn)
+        curvature.matvec("hess", apply_fn)
 
 
 def test_cli_full_space_records_figure_and_resume(tmp_path, capsys, monkeypatch):
