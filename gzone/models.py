@@ -35,8 +35,11 @@ INIT_SCHEMES: dict[str, jax.nn.initializers.Initializer] = {
     "kaiming": jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
     # Xavier/Glorot normal, gain 1: torch.nn.init.xavier_normal_.
     "xavier": jax.nn.initializers.variance_scaling(1.0, "fan_avg", "normal"),
-    # The authors' code: torch.nn.init.xavier_normal_(w, gain=sqrt(2)).
-    "authors": jax.nn.initializers.variance_scaling(2.0, "fan_avg", "normal"),
+    # The authors' code (avysogorets/goldilocks-zone) from 2024-01-21 to its HEAD:
+    # torch.nn.init.kaiming_normal_ — the same as "kaiming" (matched to 1e-15 on their weights).
+    "authors": jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+    # Their first three commits only: torch.nn.init.xavier_normal_(w, gain=sqrt(2)).
+    "authors-early": jax.nn.initializers.variance_scaling(2.0, "fan_avg", "normal"),
 }
 
 
@@ -175,8 +178,9 @@ def init(
     """Initial variables ``{"params": ...}`` for ``model.apply``; ``input_shape`` excludes the batch.
 
     Schemes (weights only; biases, if any, start at zero as in both papers):
-    ``kaiming`` (He normal, fan-in, gain √2), ``xavier`` (Glorot normal) and ``authors``
-    (``xavier_normal_`` with gain √2, what the ICML paper's code actually runs).
+    ``kaiming`` (He normal, fan-in, gain √2), ``xavier`` (Glorot normal), ``authors`` (what the
+    ICML paper's code runs from 2024-01-21 to its HEAD: ``kaiming_normal_``, i.e. ``kaiming``) and
+    ``authors-early`` (``xavier_normal_`` with gain √2, their first three commits only).
     """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; choose one of {sorted(INIT_SCHEMES)}")

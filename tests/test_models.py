@@ -377,7 +377,8 @@ def _expected_std(scheme, fan_in, fan_out):
     return {
         "kaiming": np.sqrt(2 / fan_in),
         "xavier": np.sqrt(2 / (fan_in + fan_out)),
-        "authors": np.sqrt(2) * np.sqrt(2 / (fan_in + fan_out)),  # = sqrt(4 / (fan_in + fan_out))
+        "authors": np.sqrt(2 / fan_in),  # their kaiming_normal_ (2024-01-21 to HEAD)
+        "authors-early": np.sqrt(2) * np.sqrt(2 / (fan_in + fan_out)),  # = sqrt(4/(fan_in + fan_out))
     }[scheme]
 
 
@@ -432,8 +433,9 @@ def test_init_schemes_lenet300():
         # beyond 2 sigma (of the untruncated scale)
         assert np.abs(w).max() / stds[scheme] > 3.5
         assert abs(np.mean(np.abs(w) > 2 * stds[scheme]) - 0.0455) < 0.003
-    assert stds["xavier"] < stds["kaiming"] < stds["authors"]
-    np.testing.assert_allclose(stds["authors"] / stds["xavier"], np.sqrt(2), rtol=0.02)
+    assert stds["xavier"] < stds["kaiming"] < stds["authors-early"]
+    np.testing.assert_allclose(stds["authors-early"] / stds["xavier"], np.sqrt(2), rtol=0.02)
+    np.testing.assert_allclose(stds["authors"], stds["kaiming"], rtol=0.02)
 
 
 def test_init_schemes_lenet5_conv_fans():
@@ -518,3 +520,12 @@ def test_scale_rejects_bad_alpha(alpha):
     _, variables, _ = _setup("mlp_relu")
     with pytest.raises(ValueError, match="alpha"):
         m.scale(variables, alpha)
+
+
+def test_authors_scheme_is_their_current_kaiming_normal():
+    # their code uses kaiming_normal_ from 2024-01-21 to HEAD: "authors" draws exactly "kaiming"
+    key = jax.random.key(3)
+    a = m.init(m.MLP(widths=(5, 4)), key, (3,), "authors")
+    k = m.init(m.MLP(widths=(5, 4)), key, (3,), "kaiming")
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(k)):
+        np.testing.assert_array_equal(x, y)
