@@ -3,7 +3,7 @@
 
 LeNet-300-100 (P = 266,200) on the first N Fashion-MNIST training images (from GZONE_DATA_DIR or
 --data-dir; Gaussian images of the same shape when the files are missing, which the output says),
-float32, the stable matvec of ``gzone.fullspace.operator("hessian", ...)``. Measured:
+float32, the stable matvec of ``gzone.curvature.matvec("hessian", ...)`` (data as ``Batches``). Measured:
 
 * per Lanczos iteration of a host-driver run, three paired timings (medians over the iterations):
   one HVP on the current Lanczos vector; the Lanczos step (the HVP plus full reorthogonalisation,
@@ -46,7 +46,6 @@ def paired_step_times(matvec, operands, v0, key, num_iters: int, rdtype) -> dict
     timed per iteration j together with one HVP on the current Lanczos vector and one step of a
     second run with the free matvec v ↦ v: paired timings, so that load changes on a shared
     machine hit the three alike. The first iteration (compilation) is left out."""
-    from gzone import fullspace
     from gzone import lanczos as lz
 
     state = lz._lanczos_init(v0, key, num_iters, rdtype)
@@ -54,7 +53,7 @@ def paired_step_times(matvec, operands, v0, key, num_iters: int, rdtype) -> dict
     times: dict[str, list[float]] = {"hvp": [], "step": [], "free": []}
     for j in range(num_iters):
         q = state.basis[j].astype(v0.dtype)
-        _, t_hvp = timed(lambda q=q: fullspace._apply(matvec, q, *operands))
+        _, t_hvp = timed(lambda q=q: lz.apply(matvec, q, *operands))
         state, t_step = timed(lambda j=j, s=state: lz._lanczos_step_jit(matvec, v0.dtype, j, s, *operands))
         free, t_free = timed(lambda j=j, s=free: lz._lanczos_step_jit(_free_matvec, v0.dtype, j, s))
         if j > 0:
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
 
-    from gzone import data, fullspace, models
+    from gzone import curvature, data, models
     from gzone import lanczos as lz
 
     n = args.n or (500 if args.quick else 10000)
@@ -89,13 +88,13 @@ def run(args: argparse.Namespace) -> dict:
     params = models.init(model, jax.random.key(0), ds.x.shape[1:], dtype=dtype)
     x, y = jnp.asarray(ds.x, dtype), jnp.asarray(ds.y)
     num_params = ravel_pytree(params)[0].size
-    chunks = fullspace.stack_chunks(model.apply, params, x, y, args.chunk_size)
-    operands = (params, *chunks, jnp.asarray(1.0, dtype))
-    matvec = fullspace.operator("hessian", model.apply)
+    batches = curvature.prepare_batches(model.apply, params, x, y, args.chunk_size)
+    operands = (params, batches, jnp.asarray(1.0, dtype))
+    matvec = curvature.matvec("hessian", model.apply)
     key = jax.random.key(1)
     v0 = jax.random.normal(key, (num_params,), dtype)
 
-    _, hvp_first = timed(lambda: fullspace._apply(matvec, v0, *operands))  # compile + run
+    _, hvp_first = timed(lambda: lz.apply(matvec, v0, *operands))  # compile + run
     state = lz._lanczos_init(v0, key, num_iters, rdtype)
     _, host_first = timed(lambda: lz._lanczos_step_jit(matvec, dtype, 0, state, *operands))
     paired = paired_step_times(matvec, operands, v0, key, num_iters, rdtype)
@@ -115,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     ))
 
     return {
-        "model": "lenet300", "data": source, "n": n, "P": num_params, "num_chunks": len(chunks[0]),
+        "model": "lenet300", "data": source, "n": n, "P": num_params, "num_chunks": len(batches.x),
         "dtype": args.dtype, "reorth_dtype": str(rdtype), "iters": num_iters, "quick": args.quick,
         "backend": jax.default_backend(), "device": str(jax.devices()[0]),
         "hvp_s": hvp, "host_step_s": host_step, "free_step_s": free_step,
