@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from gzone.experiments import inside
+from gzone.experiments import many_inits as inside  # Fig. 6 study (was experiments.inside)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

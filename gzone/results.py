@@ -1,7 +1,8 @@
 """Append-only, resumable result records: one JSON object per line in ``<out>/results.jsonl``.
 
 * ``<out>/config.json`` holds the configuration that produced the records (with the gzone and jax
-  versions as provenance); opening the directory with another configuration is refused.
+  versions as provenance); opening the directory with another configuration is refused while it
+  holds records (a ``config.json`` with no records next to it binds nothing and is replaced).
 * Records are appended and flushed as soon as a point is computed, so an interrupted sweep loses
   at most the point in progress. Each append is all-or-nothing: an append cut short (even after
   some of its lines reached the file) is rolled back on the next open, and a torn last line from
@@ -47,7 +48,9 @@ def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, 
     """Prepare ``out_dir`` for ``config`` and return the records already there.
 
     Creates the directory and ``config.json`` on first use; raises :class:`ConfigMismatchError`
-    (naming the differing keys) when the directory belongs to another configuration.
+    (naming the differing keys) when the directory holds records of another configuration. A
+    stored configuration without any records (no ``results.jsonl``, or one with no complete
+    record, e.g. a run stopped before its first point) binds nothing: it is replaced.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,17 +59,32 @@ def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, 
     if config_path.exists():
         stored = json.loads(config_path.read_text())
         stored = {k: v for k, v in stored.items() if k not in PROVENANCE_KEYS}
-        if stored != wanted:
+        if stored != wanted and _holds_records(out):
             differing = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
             details = ", ".join(f"{k}: {stored.get(k)!r} there vs {wanted.get(k)!r} now" for k in differing)
             raise ConfigMismatchError(
                 f"{out} holds results of another configuration ({details}); "
-                f"use a different --out directory or remove {out}"
+                f"use a different out_dir or remove {out}"
             )
+        if stored != wanted:
+            _write_config(config_path, wanted)
     else:
-        config_path.write_text(json.dumps({**wanted, **_provenance()}, indent=2, sort_keys=True))
+        _write_config(config_path, wanted)
     _roll_back_pending_write(out)
     return load_records(out / RESULTS_FILE, repair=True)
+
+
+def _write_config(config_path: Path, wanted: dict[str, Any]) -> None:
+    staged = config_path.with_name(config_path.name + ".tmp")
+    staged.write_text(json.dumps({**wanted, **_provenance()}, indent=2, sort_keys=True))
+    os.replace(staged, config_path)
+
+
+def _holds_records(out: Path) -> bool:
+    """Whether ``out`` holds at least one complete record (after rolling back an append that did
+    not complete)."""
+    _roll_back_pending_write(out)
+    return bool(load_records(out / RESULTS_FILE, repair=True))
 
 
 def load_records(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:

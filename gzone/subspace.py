@@ -26,7 +26,7 @@ def _check_dims(num_params: int, dim: int) -> None:
     if not 1 <= dim <= num_params:
         raise ValueError(
             f"subspace dimension d={dim} must be between 1 and the number of parameters "
-            f"P={num_params}; choose a smaller --dim"
+            f"P={num_params}; choose a smaller dim"
         )
 
 

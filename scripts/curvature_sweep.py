@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dims", type=lambda s: tuple(int(d) for d in s.split(",")),
                         help="dimensions of --dim-grid, e.g. 2,5,10,20,50")
     parser.add_argument("--basis", help="orthonormal | sparse")
-    parser.add_argument("--init", help="kaiming | xavier | authors")
+    parser.add_argument("--init", help="kaiming | xavier | authors | authors-early")
     parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     parser.add_argument("--alpha-min", type=float)
     parser.add_argument("--alpha-max", type=float)
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gzone import plots
     from gzone.experiments import zone
+    from gzone.experiments.base import ConfigError
 
     config = build_config(args)
     out = args.out or f"runs/zone-{config.mode}-{args.preset}"
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = zone.run(config, out, data_dir=args.data_dir, progress=progress)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        text = error.for_cli({"out_dir": "--out"}) if isinstance(error, ConfigError) else error
+        print(f"error: {text}", file=sys.stderr)
         return 2
     x = zone.x_field(config.mode)
     print(f"{len(records)} records in {out}/results.jsonl")

@@ -26,7 +26,6 @@ import sys
 import typing
 from typing import Any
 
-STUDY_NAMES = ("fig3", "fig4-right", "fig5-left", "fig5-right", "fig6", "fig10")
 COMMON = {  # option -> (config field, type)
     "--model": ("model", str), "--dataset": ("dataset", str), "--split": ("split", str),
     "--n-samples": ("n_samples", int), "--dim": ("dim", int), "--seeds": ("seeds", int),
@@ -46,7 +45,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", required=True, help=" | ".join(STUDY_NAMES))
+    parser.add_argument("--study", required=True,
+                        help="a study of gzone.experiments.inside.STUDIES (listed above)")
     parser.add_argument("--preset", default="default", help="named setting (default, tiny, paper presets)")
     for option, (field, kind) in COMMON.items():
         parser.add_argument(option, dest=field, type=kind, default=None, help=f"config field {field}")
@@ -105,6 +105,12 @@ def overrides(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
     return out
 
 
+def _spelling(field: str) -> str:
+    """How a config field is set on this command line: its option, else ``--set`` FIELD=..."""
+    options = {f: option for option, (f, _) in COMMON.items()} | {"widths": "--widths"}
+    return options.get(field, field)
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -118,8 +124,6 @@ def _format(value: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.study not in STUDY_NAMES:
-            raise ValueError(f"unknown study {args.study!r}; choose one of {', '.join(STUDY_NAMES)}")
         wants_float64 = args.dtype == "float64" or any(
             a.replace(" ", "").startswith("dtype=float64") for a in args.assignments)
         if wants_float64:
@@ -128,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             gzone.enable_float64()
         from gzone.experiments import inside
 
+        if args.study not in inside.STUDIES:
+            raise ValueError(f"unknown study {args.study!r}; choose one of {', '.join(inside.STUDIES)}")
         study = inside.STUDIES[args.study]
         config = inside.make_config(args.study, args.preset, **overrides(args, study.config))
         out = args.out or f"runs/inside-{args.study}-{args.preset}"
@@ -140,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
 
         records = inside.run_study(config, out, data_dir=args.data_dir, progress=progress)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}",
-              file=sys.stderr)
+        from gzone.experiments.base import ConfigError
+
+        text = error.render(_spelling) if isinstance(error, ConfigError) else str(error)
+        print(f"error: {text.splitlines()[0] if text else type(error).__name__}", file=sys.stderr)
         return 2
     print(f"{len(records)} records in {out}/results.jsonl")
     for key, value in study.summarize(records).items():

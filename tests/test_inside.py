@@ -1,9 +1,8 @@
-"""Tiny-configuration tests of gzone.experiments.inside (ICML paper Sec. 4, App. D) and its CLI.
-
-Each study runs once (module-scoped fixtures, digits, small MLPs, d = 10) and the tests check the
-*direction* of its headline relation, the record fields, resumption and the CLI's error exits.
+"""The Section-4 registry (gzone.experiments.inside), its shared base and building blocks, and the
+CLI's error exits. The studies themselves: tests/test_inside_<study module>.py.
 """
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -12,52 +11,90 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from inside_cases import tiny_config
 from jax.flatten_util import ravel_pytree
 
-from gzone import models, results
-from gzone.experiments import inside
+from gzone import jacobian, models
+from gzone.experiments import (
+    base,
+    gamma_entropy,
+    gradient_cosines,
+    gradient_prior,
+    gterm_prediction,
+    inside,
+    many_inits,
+    pre_collapse,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "inside_zone.py"
-
-TINY = {
-    "fig3": {"widths": (16, 16), "n_samples": 100, "dim": 10, "seeds": 1, "num_points": 3,
-             "alpha_min": 0.1, "alpha_max": 5.0},
-    "fig4-right": {"widths": (16, 16), "n_sets": 6, "num_points": 21},
-    "fig5-left": {"widths": (16, 16), "n_samples": 100, "inits": 2,
-                  "datasets": ("digits", "gaussian")},
-    "fig5-right": {"subset_size": 100, "n_priors": 30},
-    "fig6": {"widths": (16, 16, 16), "n_samples": 100, "dim": 10, "n_inits": 20,
-             "seeds_per_chunk": 16},
-    "fig10": {"widths": (32, 16), "n_samples": 100, "dim": 10, "num_points": 61,
-              "curvature_points": 0, "lanczos_iters": 15, "share_levels": (0.9,)},
-}
+MODULES = {"fig3": gterm_prediction, "fig4-right": gamma_entropy, "fig5-left": gradient_cosines,
+           "fig5-right": gradient_prior, "fig6": many_inits, "fig10": pre_collapse}
 
 
-def _config(study, **extra):
-    return inside.make_config(study, "default", **{**TINY[study], **extra})
+# ----------------------------------------------------------------------------- registry and base
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Runs each tiny study once per module; returns (config, out_dir, records)."""
-    cache = {}
-
-    def get(study):
-        if study not in cache:
-            config = _config(study)
-            out = tmp_path_factory.mktemp(study.replace("-", "_"))
-            cache[study] = (config, out, inside.run_study(config, out))
-        return cache[study]
-
-    return get
+def test_registry_maps_cli_names_to_study_modules():
+    assert list(inside.STUDIES) == list(MODULES)
+    for name, module in MODULES.items():
+        entry = inside.STUDIES[name]
+        assert entry.name == module.NAME == entry.config.STUDY == name
+        assert entry.run is module.run and entry.summarize is module.summarize
+        assert inside.RECORD_FIELDS[name] is module.RECORD_FIELDS
+        assert inside.study_of(tiny_config(name)) == name
+        assert base.identity(tiny_config(name))["study"] == name
+    with pytest.raises(ValueError, match="unknown study 'fig7'; choose one of fig3, fig4-right"):
+        inside.make_config("fig7")
 
 
-def _check_fields(study, records):
-    for record in records:
-        assert record["study"] == study and "flags" in record
-        missing = set(inside.RECORD_FIELDS[study][record["kind"]]) - set(record)
-        assert not missing, (record["kind"], missing)
+def test_study_modules_do_not_import_matplotlib():
+    code = ("import sys; from gzone.experiments import inside; "
+            "sys.exit('matplotlib' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
+
+
+def test_config_error_names_the_parameter_and_renders_the_flag():
+    error = base.ConfigError("dim", "{name} must be at least 1, got 0")
+    assert isinstance(error, ValueError)
+    assert str(error) == "dim must be at least 1, got 0"
+    assert error.for_cli() == "--dim must be at least 1, got 0"
+    assert error.render("-d") == "-d must be at least 1, got 0"
+    swapped = base.ConfigError("alpha_min", "{name} exceeds {other}; swap them", other="alpha_max")
+    assert str(swapped) == "alpha_min exceeds alpha_max; swap them"
+    assert swapped.for_cli() == "--alpha-min exceeds --alpha-max; swap them"
+    assert swapped.for_cli({"alpha_max": "--top"}) == "--alpha-min exceeds --top; swap them"
+    again = pickle.loads(pickle.dumps(swapped))
+    assert str(again) == str(swapped) and again.for_cli() == swapped.for_cli()
+
+
+@pytest.mark.parametrize("study,field,value,message", [
+    ("fig3", "dim", 0, "dim must be at least 1, got 0"),
+    ("fig3", "alpha_min", 0.0, "alpha_min must be a finite number > 0, got 0.0"),
+    ("fig3", "alpha_min", 20.0, "alpha_min exceeds alpha_max; swap them"),
+    ("fig6", "basis", "dense", "unknown basis 'dense'; choose one of orthonormal, sparse"),
+    ("fig10", "share_levels", (1.5,), "share_levels must lie in (0, 1]"),
+    ("fig4-right", "n_sets", 0, "n_sets must be at least 1, got 0"),
+])
+def test_library_messages_name_parameters_not_flags(study, field, value, message):
+    with pytest.raises(base.ConfigError) as info:
+        tiny_config(study, **{field: value})
+    assert str(info.value) == message and info.value.name == field
+    assert "--" not in str(info.value)
+
+
+def test_stream_keys_are_named_folds_of_the_seed():
+    for stream in (base.FULL_SPACE_STREAM, base.EIGVEC_STREAM, base.CURVATURE_BASIS_STREAM):
+        np.testing.assert_array_equal(
+            jax.random.key_data(base.stream_key(7, stream)),
+            jax.random.key_data(jax.random.fold_in(jax.random.key(7), stream)))
+    assert len({base.FULL_SPACE_STREAM, base.EIGVEC_STREAM, base.CURVATURE_BASIS_STREAM}) == 3
+
+
+def test_make_setup_runs_the_model_on_one_sample():
+    digits = base.load_data("digits", "train", 20, data_dir=None)
+    with pytest.raises(ValueError, match="16x16"):
+        base.make_setup(tiny_config("fig3", model="lenet5"), digits)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -80,126 +117,11 @@ def test_logit_tangents_and_class_means_match_jacobians():
     flat, unravel = ravel_pytree(params)
     jac = jax.jacrev(lambda f: model.apply(unravel(f), x))(flat)  # (N, K, P)
     basis = jax.random.normal(jax.random.key(2), (flat.size, 3), jnp.float64)
-    logits, jr = inside.logit_tangents(model.apply, params, basis, x, chunk_size=3)
+    logits, jr = jacobian.logit_tangents(model.apply, params, basis, x, chunk_size=3)
     np.testing.assert_allclose(jr, jac @ basis, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(logits, model.apply(params, x), rtol=1e-12)
-    means = inside.class_mean_logit_gradients(model.apply, params, x, chunk_size=4)
+    means = jacobian.class_mean_logit_gradients(model.apply, params, x, chunk_size=4)
     np.testing.assert_allclose(means, jac.mean(axis=0), rtol=1e-10, atol=1e-12)
-
-
-# ----------------------------------------------------------------------------- Fig. 3
-
-
-def test_fig3_direction_and_eq8_band(run):
-    _, _, records = run("fig3")
-    _check_fields("fig3", records)
-    points = sorted(records, key=lambda r: r["alpha"])
-    true = [r["gterm_positive_curvature"] for r in points]
-    entropy = [r["mean_entropy"] for r in points]
-    assert entropy[0] > entropy[-1]  # lower alpha -> higher entropy ...
-    assert true[0] > true[-1]  # ... -> higher positive curvature of the G-term
-    s = inside.summarize_fig3(records)
-    assert s["defined_points"] >= 3
-    assert s["mean_abs_gap"] < 1.0  # Eq. (8) tracks the true curvature (bound sqrt(d) = 3.2)
-    assert s["max_rel_diff_sigma_each_vs_unit"] < 1e-4  # sigmas at each alpha == at alpha = 1
-    for r in points:
-        if r["gterm_positive_curvature"] is not None:
-            assert 1 - 1e-4 <= r["gterm_positive_curvature"] <= np.sqrt(r["dim"]) + 1e-4
-
-
-def test_fig3_resume_does_not_duplicate(run):
-    config, out, records = run("fig3")
-    again = inside.run_study(config, out)
-    assert len(again) == len(records)
-    keys = [(r["seed"], r["alpha"]) for r in again]
-    assert len(keys) == len(set(keys))
-
-
-def test_results_directory_refuses_other_config(run):
-    _, out, _ = run("fig3")
-    other = inside.make_config("fig3", "default", **{**TINY["fig3"], "dim": 12})
-    with pytest.raises(results.ConfigMismatchError):
-        inside.run_study(other, out)
-
-
-# ----------------------------------------------------------------------------- Fig. 4 right
-
-
-def test_fig4_gamma_decreases_with_entropy(run):
-    _, _, records = run("fig4-right")
-    _check_fields("fig4-right", records)
-    s = inside.summarize_fig4_right(records)
-    assert s["spearman_max"] < -0.9  # every curve: Gamma_p^-2 falls as entropy rises
-    assert s["batch_spearman"] < -0.9
-    assert s["batch_gamma_inv2_at_max_entropy"] == pytest.approx(1 / 9, rel=1e-3)  # uniform p
-
-
-# ----------------------------------------------------------------------------- Fig. 5
-
-
-def test_fig5_left_positive_cosine(run):
-    _, _, records = run("fig5-left")
-    _check_fields("fig5-left", records)
-    pairs = [r for r in records if r["kind"] == "pair"]
-    assert len(pairs) == TINY["fig5-left"]["inits"]
-    assert all(r["cosine"] > 0.1 for r in pairs)  # balanced digits vs Gaussian noise align
-
-
-def test_fig5_left_skips_absent_optional_dataset(tmp_path):
-    config = _config("fig5-left", inits=1, datasets=("digits", "svhn", "gaussian"))
-    records = inside.run_study(config, tmp_path / "out", data_dir=str(tmp_path / "no-data"))
-    skipped = [r for r in records if r["kind"] == "skipped"]
-    assert [r["dataset"] for r in skipped] == ["svhn"]
-    assert {r["dataset_b"] for r in records if r["kind"] == "pair"} == {"gaussian"}
-
-
-def test_fig5_right_gradient_norm_grows_with_prior_gap(run):
-    _, _, records = run("fig5-right")
-    _check_fields("fig5-right", records)
-    s = inside.summarize_fig5_right(records)
-    assert s["priors"] == TINY["fig5-right"]["n_priors"]
-    assert s["spearman"] > 0.5
-    assert s["fitted_slope"] > 0
-    cal = next(r for r in records if r["kind"] == "calibration")
-    assert cal["slope_exact"] == pytest.approx(np.sqrt(cal["num_params"] * cal["sigma_c2"]))
-    assert cal["slope_paper"] == pytest.approx(cal["num_params"] * cal["sigma_c2"])
-
-
-# ----------------------------------------------------------------------------- Fig. 6
-
-
-def test_fig6_directions(run):
-    _, _, records = run("fig6")
-    _check_fields("fig6", records)
-    s = inside.summarize_fig6(records)
-    assert s["inits"] == TINY["fig6"]["n_inits"]
-    assert s["spearman_mean_entropy_vs_hessian_positive_curvature"] > 0
-    assert s["spearman_mean_entropy_vs_gradient_norm"] < 0
-    assert s["spearman_mean_entropy_vs_loss"] < 0
-
-
-def test_fig6_chunks_and_resume(run):
-    """20 inits in chunks of 16: the second chunk's seeds past 20 are dropped; a rerun adds none."""
-    config, out, records = run("fig6")
-    assert sorted(r["seed"] for r in records) == list(range(20))
-    again = inside.run_study(config, out)
-    assert again == records
-
-
-# ----------------------------------------------------------------------------- Fig. 10
-
-
-def test_fig10_last_uncertain_sample_dominates(run):
-    _, _, records = run("fig10")
-    _check_fields("fig10", records)
-    s = inside.summarize_fig10(records)
-    assert s["alpha_share_0.9"] is not None
-    assert s["last_uncertain_sample_stays_top"]  # its entropy stays highest through the collapse
-    pre = [e for e in s["eigvecs"] if e["top_share"] >= 0.9]
-    assert pre, s["eigvecs"]
-    for e in pre:  # the first-layer top eigenvector is that sample's image
-        assert e["best_sample"] == e["top_sample"] == s["last_uncertain_sample"]
-        assert e["top_sample_cosine"] > 0.9 > e["median_cosine"]
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -213,6 +135,15 @@ def test_cli_unknown_study_exits_2():
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: unknown study")
 
 
+def _inside_zone():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import inside_zone
+    finally:
+        sys.path.pop(0)
+    return inside_zone
+
+
 @pytest.mark.parametrize("argv", [
     ["--study", "fig3", "--alpha-min", "0"],
     ["--study", "fig4-right", "--alpha-max", "-1"],
@@ -221,12 +152,21 @@ def test_cli_unknown_study_exits_2():
     ["--study", "fig6", "--set", "n_inits=zero"],
 ])
 def test_cli_bad_input_exits_2(argv, capsys, tmp_path):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import inside_zone
-    finally:
-        sys.path.pop(0)
+    inside_zone = _inside_zone()
     assert inside_zone.main([*argv, "--out", str(tmp_path / "out"), "--no-plot"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--study", "fig3", "--alpha-min", "0"], "error: --alpha-min must be a finite number > 0"),
+    (["--study", "fig10", "--set", "eig_alphas=1,-2"], "error: eig_alphas must be finite numbers"),
+    (["--study", "fig3", "--dim", "100000000"], "error: subspace dimension --dim=100000000 exceeds"),
+])
+def test_cli_renders_config_errors_with_its_own_spelling(argv, message, capsys, tmp_path):
+    """Options the CLI has are named as options; other fields as typed after --set."""
+    inside_zone = _inside_zone()
+    assert inside_zone.main([*argv, "--out", str(tmp_path / "out"), "--no-plot"]) == 2
+    assert capsys.readouterr().err.startswith(message)
     assert not (tmp_path / "out").exists()

@@ -95,13 +95,13 @@ def test_other_configuration_in_same_directory_is_refused(tmp_path, capsys):
     assert run_cli(tmp_path) == 0
     assert run_cli(tmp_path, "--dim", "5") == 2
     message = capsys.readouterr().err
-    assert "another configuration" in message and "dim" in message and "--out" in message
+    assert "another configuration" in message and "dim" in message and "out_dir" in message
 
 
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["--alpha-min", "0"], "alpha-min must be > 0"),
+        (["--alpha-min", "0"], "--alpha-min must be a finite number > 0"),
         (["--model", "resnet"], "unknown model"),
         (["--dataset", "imagenet"], "imagenet"),
         (["--dim", "100000"], "exceeds"),
@@ -111,6 +111,58 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, args, expected):
     assert run_cli(tmp_path, *args) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and err.count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    "bad,expected",
+    [
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--dim", "0"], "--dim must be at least 1, got 0"),
+        (["--dim", "999999999"], "subspace dimension --dim=999999999 exceeds"),
+        (["--model", "lenet5", "--dataset", "digits"], "16x16"),
+        (["--dataset", "svhn"], "svhn"),
+    ],
+)
+def test_refused_run_leaves_the_directory_usable(tmp_path, capsys, monkeypatch, bad, expected):
+    """A refused run writes nothing (it used to leave config.json, so the corrected command in the
+    same directory was refused as another configuration)."""
+    monkeypatch.delenv("GZONE_DATA_DIR", raising=False)  # no SVHN files anywhere
+    no_data = ["--data-dir", str(tmp_path / "no-data")]
+    assert run_cli(tmp_path, "--alpha-grid", *bad, *no_data) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err
+    assert not (tmp_path / "run").exists()
+    assert run_cli(tmp_path, "--alpha-grid", *no_data) == 0
+    assert len(read(tmp_path)) == 3 * 2 * 3
+
+
+def test_directory_of_a_run_stopped_before_its_first_point_takes_another_config(tmp_path):
+    config = zone.ZoneConfig(**{**zone.PRESETS["tiny"], "num_points": 3, "seeds": 1, "dim": 5})
+
+    def stop_at_once(iterator, total):
+        raise KeyboardInterrupt
+        yield
+
+    with pytest.raises(KeyboardInterrupt):
+        zone.run(config, tmp_path / "run", progress=stop_at_once)
+    assert (tmp_path / "run" / results.CONFIG_FILE).exists()
+    assert run_cli(tmp_path, "--alpha-grid") == 0
+    assert {r["dim"] for r in read(tmp_path)} == {10}
+
+
+def test_identity_of_existing_directories_is_unchanged():
+    """Zone directories written before the shared study base must still be accepted."""
+    config = zone.ZoneConfig(**zone.PRESETS["tiny"])
+    assert zone.identity(config) == {
+        "mode": "alpha-grid", "model": "mlp", "widths": (32, 16), "dataset": "digits",
+        "split": "train", "n_samples": 200, "basis": "orthonormal", "init": "kaiming",
+        "dtype": "float32", "dim": 10}
+    full = zone.ZoneConfig(**{**zone.PRESETS["lenet300-fashion"], "mode": "dim-grid",
+                              "full_space": True})
+    assert zone.identity(full) == {
+        "mode": "dim-grid", "model": "lenet300", "dataset": "fashion_mnist", "split": "train",
+        "n_samples": 10000, "basis": "orthonormal", "init": "kaiming", "dtype": "float32",
+        "full_space": True, "probes": 100, "lanczos_iters": 100, "density_probes": 1}
 
 
 def test_temperature_modes_and_dim_grid(tmp_path):

@@ -13,6 +13,10 @@ resampling.
 With ``full_space`` on, every (α, T, seed) also gets one record per term in the full P-dimensional
 space (``space: "full"``, ``dim = P``): Hutchinson positive curvature with a standard error,
 Lanczos extreme eigenvalues and SLQ spectral densities (:mod:`gzone.fullspace`).
+
+Built on :mod:`gzone.experiments.base` (config errors and validation, setup, keys, results
+directory); :meth:`ZoneConfig.results_identity` keeps the identity of directories written before
+that base existed, so they are still accepted.
 """
 
 from __future__ import annotations
@@ -25,15 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import gzone
-from gzone import curvature, fullspace, metrics, models, results, subspace
+from gzone import curvature, fullspace, metrics, results, subspace
 from gzone.data import load_dataset
+from gzone.experiments import base
+from gzone.experiments.base import ConfigError, Setup
 
 MODES = ("alpha-grid", "temperature-grid", "alpha-temperature", "dim-grid")
 TERMS = ("hessian", "gterm", "hterm")
 POINT_FIELDS = ("alpha", "temperature", "seed", "dim")
 FULL_POINT_FIELDS = ("alpha", "temperature", "seed")  # one full-space measurement per (α, T, seed)
-FULL_SPACE_STREAM = 2  # fold_in(key(seed), 2): full-space probes; split(key(seed)) gives θ0 and R
+FULL_SPACE_STREAM = base.FULL_SPACE_STREAM  # full-space probes; split(key(seed)) gives θ0 and R
 
 # Named settings of the papers (override any field on the command line).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -72,6 +77,18 @@ class ZoneConfig:
     lanczos_iters: int = 100  # Lanczos steps per run (full space; clipped to P)
     density_probes: int = 1  # SLQ probes per term (full space); each is one Lanczos run
 
+    def results_identity(self) -> dict[str, Any]:
+        """The part of the configuration a results directory is tied to (the override hook of
+        :func:`gzone.experiments.base.identity`; unchanged since the first sweeps)."""
+        out = {f: getattr(self, f) for f in IDENTITY_FIELDS}
+        if self.mode != "dim-grid":
+            out["dim"] = self.dim
+        if self.model != "mlp":
+            out.pop("widths")
+        if self.full_space:  # absent when off: directories of earlier sweeps keep their identity
+            out.update({f: getattr(self, f) for f in FULL_SPACE_FIELDS})
+        return out
+
 
 IDENTITY_FIELDS = ("mode", "model", "widths", "dataset", "split", "n_samples", "basis", "init", "dtype")
 FULL_SPACE_FIELDS = ("full_space", "probes", "lanczos_iters", "density_probes")
@@ -79,14 +96,7 @@ FULL_SPACE_FIELDS = ("full_space", "probes", "lanczos_iters", "density_probes")
 
 def identity(config: ZoneConfig) -> dict[str, Any]:
     """The part of the configuration a results directory is tied to."""
-    out = {f: getattr(config, f) for f in IDENTITY_FIELDS}
-    if config.mode != "dim-grid":
-        out["dim"] = config.dim
-    if config.model != "mlp":
-        out.pop("widths")
-    if config.full_space:  # absent when off: directories of earlier sweeps keep their identity
-        out.update({f: getattr(config, f) for f in FULL_SPACE_FIELDS})
-    return out
+    return base.identity(config)
 
 
 def is_full_space(record: dict[str, Any]) -> bool:
@@ -95,31 +105,33 @@ def is_full_space(record: dict[str, Any]) -> bool:
 
 
 def validate(config: ZoneConfig) -> None:
-    """Reject bad configurations with one-line messages that name the fix."""
-    if config.mode not in MODES:
-        raise ValueError(f"unknown mode {config.mode!r}; choose one of {', '.join(MODES)}")
-    models.check_model_name(config.model)
-    if config.basis not in subspace.BASIS_KINDS:
-        raise ValueError(f"unknown basis {config.basis!r}; choose one of {', '.join(subspace.BASIS_KINDS)}")
-    gzone.check_dtype(config.dtype)
-    for name in ("alpha_min", "alpha_max", "temperature_min", "temperature_max"):
-        value = getattr(config, name)
-        if value is not None and not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-    if config.alpha_min > config.alpha_max or (
-        None not in (config.temperature_min, config.temperature_max)
-        and config.temperature_min > config.temperature_max
-    ):
-        raise ValueError("grid minimum exceeds its maximum; swap --*-min and --*-max")
-    if config.num_points < 1 or config.seeds < 1 or config.n_samples < 1:
-        raise ValueError("--num-points, --seeds and --n-samples must be at least 1")
-    if config.probes < 2 or config.lanczos_iters < 1 or config.density_probes < 1:
-        raise ValueError("--probes must be at least 2, --lanczos-iters and --density-probes at least 1")
+    """Reject bad configurations with one-line messages that name the fix (:class:`ConfigError`,
+    naming the field)."""
+    base.check_choice(config, "mode", MODES)
+    base.check_model_data(config)
+    base.check_choice(config, "basis", subspace.BASIS_KINDS)
+    base.check_positive(config, "alpha_min", "alpha_max", "temperature_min", "temperature_max")
+    base.check_range(config, "alpha_min", "alpha_max")
+    base.check_range(config, "temperature_min", "temperature_max")
+    base.check_at_least(config, "num_points", "seeds", "lanczos_iters", "density_probes")
+    base.check_at_least(config, "probes", minimum=2)
+    if config.mode == "dim-grid":
+        if not config.dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                                  for d in config.dims):
+            raise ConfigError("dims", f"{{name}} must be integers >= 1, got {config.dims!r}")
+    else:
+        base.check_at_least(config, "dim")
+
+
+def max_dim(config: ZoneConfig) -> int:
+    """The largest subspace dimension of the sweep (the basis drawn per seed has that many
+    columns; the dimension sweep uses its leading ones)."""
+    return max(config.dims) if config.mode == "dim-grid" else config.dim
 
 
 def grid(config: ZoneConfig, degree: int | None) -> list[tuple[float, float, int, int]]:
     """All points (α, T, seed, d) of the sweep, in computation order."""
-    alphas = np.geomspace(config.alpha_min, config.alpha_max, config.num_points).tolist()
+    alphas = base.alpha_grid(config)
     # H(αθ, 1) = α^-2 H(θ, α^-L) (Eq. 5), so T ∈ [α_max^-L, α_min^-L] mirrors the α grid.
     power = degree if degree is not None else 1
     t_min = config.temperature_min or config.alpha_max**-power
@@ -139,38 +151,19 @@ def grid(config: ZoneConfig, degree: int | None) -> list[tuple[float, float, int
     return [(a, t, s, d) for s in range(config.seeds) for d in dims for a, t in pairs]
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """Data and model of a sweep, loaded once."""
-
-    model: Any
-    x: jax.Array
-    y: jax.Array
-    dtype: Any
-    num_params: int
-
-
 def prepare(config: ZoneConfig, data_dir: str | None = None) -> Setup:
-    """Load the data (first ``n_samples`` of the split, as the authors) and build the model."""
+    """Validate ``config``, load the data (first ``n_samples`` of the split, as the authors) and
+    build the model (run once on one sample, shapes only); the subspace must fit (d ≤ P)."""
     validate(config)
     data = load_dataset(config.dataset, config.split, n=config.n_samples, data_dir=data_dir)
-    model = models.make_model(config.model, data.num_classes, widths=config.widths)
-    dtype = jnp.dtype(config.dtype)
-    params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), data.x.shape[1:], dtype=dtype))
-    num_params = models.num_params(params)
-    max_dim = max(config.dims) if config.mode == "dim-grid" else config.dim
-    if max_dim > num_params:
-        raise ValueError(f"subspace dimension {max_dim} exceeds the model's P={num_params} parameters")
-    return Setup(model, jnp.asarray(data.x, dtype), jnp.asarray(data.y), dtype, num_params)
+    setup = base.make_setup(config, data)
+    base.check_dim(setup, max_dim(config), name="dims" if config.mode == "dim-grid" else "dim")
+    return setup
 
 
 def seed_state(setup: Setup, config: ZoneConfig, seed: int) -> tuple[Any, jax.Array]:
     """θ0 and the basis R of one seed (independent keys split from ``jax.random.key(seed)``)."""
-    key_init, key_basis = jax.random.split(jax.random.key(seed))
-    params = models.init(setup.model, key_init, setup.x.shape[1:], config.init, setup.dtype)
-    max_dim = max(config.dims) if config.mode == "dim-grid" else config.dim
-    basis = subspace.random_basis(key_basis, setup.num_params, max_dim, config.basis, setup.dtype)
-    return params, basis
+    return base.seed_state(setup, seed, dim=max_dim(config), basis=config.basis, init=config.init)
 
 
 def project(
@@ -204,7 +197,7 @@ def point_records(
 
 def _flag_unresolved_gterm(records: list[dict[str, Any]], eps: float) -> list[dict[str, Any]]:
     """Flag the Hessian record when ‖G‖₂ is below the floating-point resolution of ‖H-term‖₂:
-    H = G + H-term then carries no trace of G in this dtype (use --dtype float64)."""
+    H = G + H-term then carries no trace of G in this dtype (use dtype float64)."""
     norms = {r["term"]: r["spectral_norm"] or 0.0 for r in records}
     if 0 < norms["gterm"] < 10 * eps * norms["hterm"]:
         for r in records:
@@ -218,12 +211,12 @@ def full_space(
 ) -> tuple[dict[str, fullspace.TermCurvature], float, float]:
     """Full-space curvature of the three terms at α·θ0 and T, with the loss and ‖∇ℓ‖ there.
 
-    The probes depend on the seed only (``fold_in(key(seed), FULL_SPACE_STREAM)``) and are common
+    The probes depend on the seed only (``base.stream_key(seed, FULL_SPACE_STREAM)``) and are common
     to the three terms, so every α, T and term of a seed sees the same probes, as it sees the same
     basis R: the curves are not jittered by probe resampling.
     """
     scaled = jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
-    key = jax.random.fold_in(jax.random.key(seed), FULL_SPACE_STREAM)
+    key = base.stream_key(seed, FULL_SPACE_STREAM)
     terms = fullspace.full_space_curvature(
         setup.model.apply, scaled, setup.x, setup.y, temperature, key=key, terms=TERMS,
         num_probes=config.probes, num_iters=config.lanczos_iters,
@@ -288,25 +281,22 @@ def run(
 
     ``progress`` wraps the iterator of remaining points (e.g. ``lambda it, n: tqdm(it, total=n)``).
     With ``config.full_space`` a point is finished only once the full-space records of its
-    (α, T, seed) exist too. Returns all records of the directory.
+    (α, T, seed) exist too. Returns all records of the directory. The config is validated, the
+    data loaded and the model built before ``out_dir`` is touched: a refused run leaves nothing.
     """
-    validate(config)
-    existing = results.open_results(out_dir, identity(config))
     setup = prepare(config, data_dir)
+    points = grid(config, setup.model.homogeneity_degree)
+    existing = base.open_results(config, out_dir)
     done = results.finished_points(
         [r for r in existing if not is_full_space(r)], POINT_FIELDS, TERMS
     )
     done_full = results.finished_points(
         [r for r in existing if is_full_space(r)], FULL_POINT_FIELDS, TERMS
     )
-    todo = [
-        p for p in grid(config, setup.model.homogeneity_degree)
-        if p not in done or (config.full_space and p[:3] not in done_full)
-    ]
+    todo = [p for p in points if p not in done or (config.full_space and p[:3] not in done_full)]
     states: dict[int, tuple[Any, jax.Array]] = {}
     last: tuple[tuple, curvature.ProjectedCurvature | None] = ((), None)
-    iterator = iter(todo) if progress is None else progress(iter(todo), len(todo))
-    for point in iterator:
+    for point in base.iterate(todo, progress):
         alpha, temperature, seed, _ = point
         if seed not in states:
             states[seed] = seed_state(setup, config, seed)
@@ -320,7 +310,7 @@ def run(
             records = full_space_records(config, measured, point, len(setup.x), setup.num_params)
             results.append_records(out_dir, records)
             done_full.add(point[:3])
-    return results.load_records(f"{out_dir}/{results.RESULTS_FILE}")
+    return base.load(out_dir)
 
 
 def summarize(

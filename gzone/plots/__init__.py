@@ -3,7 +3,11 @@ stem, saves it as PNG and PDF.
 
 Records of the full parameter space (``space: "full"``, :mod:`gzone.fullspace`) are drawn dashed
 next to the subspace ones in :func:`zone_figure`; :func:`density_figure` shows their spectral
-densities."""
+densities.
+
+This package holds the zone-sweep figures (ICML Fig. 1, 2, 4 left; Fort & Scherlis Fig. 3-4) and the
+shared pieces (:func:`finish`, :func:`save`, ``TERM_STYLE``); :mod:`gzone.plots.inside` holds the
+six Section-4 / Appendix-D figures."""
 
 from __future__ import annotations
 
@@ -146,7 +150,7 @@ def density_figure(
     initialisations). ``xscale="symlog"`` (linear within 1% of max|λ|) spreads out the bulk."""
     full = [r for r in records if _is_full(r) and r.get("slq_nodes")]
     if not full:
-        raise ValueError("no full-space records with SLQ nodes (run the sweep with --full-space)")
+        raise ValueError("no full-space records with SLQ nodes (run the sweep with full_space=True)")
     xs = sorted({r[x_field] for r in full})
     if len(xs) > max_columns:
         xs = [xs[i] for i in np.unique(np.linspace(0, len(xs) - 1, max_columns).round().astype(int))]

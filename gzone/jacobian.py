@@ -1,0 +1,89 @@
+"""Network building blocks of the logit Jacobian J = ∂z/∂θ (ICML paper Sec. 4), chunked over samples.
+
+* :func:`logits_of`: logits z (N, K), forward passes in chunks.
+* :func:`logit_tangents`: logits and the per-sample logit gradients in a subspace, J_μ R (N, K, d)
+  — one vmapped ``jax.jvp`` over R's columns per chunk (forward mode only).
+* :func:`class_mean_logit_gradients`: the class means c_k = (1/N) Σ_μ ∇θ z_k(x_μ) in full
+  parameter space, (K, P) — K vector-Jacobian products of the mean logit per chunk.
+
+Each has one jit-compiled chunk kernel (``apply_fn`` static); chunks are padded to one shape by
+:func:`gzone.curvature.padded_chunks`, so one compiled program serves every chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from gzone import curvature
+
+
+def sample_chunk_size(apply_fn, params: Any, x: jax.Array, num_tangents: int,
+                      chunk_size: int | None) -> int:
+    """Samples per chunk: ``chunk_size``, or (None) :func:`gzone.curvature.auto_chunk_size` for
+    ``num_tangents`` tangent directions; clipped to [1, N]."""
+    if chunk_size is None:
+        chunk_size = curvature.auto_chunk_size(apply_fn, params, x, num_tangents)
+    return int(max(1, min(chunk_size, len(x))))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _tangent_chunk(apply_fn, params, basis, x):
+    flat, unravel = ravel_pytree(params)
+    with jax.default_matmul_precision("highest"):
+
+        def column(r):
+            return jax.jvp(lambda p: apply_fn(p, x), (params,), (unravel(r),))
+
+        logits, tangents = jax.vmap(column, in_axes=1, out_axes=(None, 0))(basis.astype(flat.dtype))
+    return logits, jnp.transpose(tangents, (1, 2, 0))
+
+
+def logit_tangents(
+    apply_fn, params: Any, basis: jax.Array, x: jax.Array, *, chunk_size: int | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Logits (N, K) and per-sample logit gradients in the subspace, J_μ R (N, K, d).
+
+    One vmapped ``jax.jvp`` over R's columns per chunk of samples (forward mode only)."""
+    cs = sample_chunk_size(apply_fn, params, x, basis.shape[1], chunk_size)
+    xs, _, _ = curvature.padded_chunks(x, None, cs)
+    parts = [_tangent_chunk(apply_fn, params, basis, xc) for xc in xs]
+    n = len(x)
+    return (jnp.concatenate([p[0] for p in parts])[:n], jnp.concatenate([p[1] for p in parts])[:n])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_chunk(apply_fn, params, x):
+    return apply_fn(params, x)
+
+
+def logits_of(apply_fn, params: Any, x: jax.Array, *, chunk_size: int = 1024) -> jax.Array:
+    """Logits (N, K), forward passes in chunks."""
+    cs = int(min(chunk_size, len(x)))
+    xs, _, _ = curvature.padded_chunks(x, None, cs)
+    return jnp.concatenate([_logits_chunk(apply_fn, params, xc) for xc in xs])[: len(x)]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _class_mean_chunk(apply_fn, params, x, w):
+    logits, pullback = jax.vjp(lambda p: apply_fn(p, x), params)
+    k = logits.shape[-1]
+    cotangents = w[None, :, None] * jnp.eye(k, dtype=logits.dtype)[:, None, :]  # (K, n, K)
+    (grads,) = jax.vmap(pullback)(cotangents)
+    return jax.vmap(lambda g: ravel_pytree(g)[0])(grads)  # (K, P)
+
+
+def class_mean_logit_gradients(
+    apply_fn, params: Any, x: jax.Array, *, chunk_size: int | None = None
+) -> jax.Array:
+    """Class means c_k = (1/N) Σ_μ ∇θ z_k(x_μ) in full parameter space, (K, P) (Sec. 4).
+
+    By linearity c_k = ∇θ of the mean logit (1/N) Σ_μ z_k(x_μ): one vmapped vjp with the K unit
+    cotangents per chunk of samples instead of N·K per-sample gradients."""
+    cs = sample_chunk_size(apply_fn, params, x, 1, chunk_size)
+    xs, _, ws = curvature.padded_chunks(x, None, cs)
+    return sum(_class_mean_chunk(apply_fn, params, xc, wc) for xc, wc in zip(xs, ws))
