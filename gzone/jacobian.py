@@ -7,7 +7,8 @@
   parameter space, (K, P) — K vector-Jacobian products of the mean logit per chunk.
 
 Each has one jit-compiled chunk kernel (``apply_fn`` static); chunks are padded to one shape by
-:func:`gzone.curvature.padded_chunks`, so one compiled program serves every chunk.
+:func:`gzone.curvature.padded_chunks`, so one compiled program serves every chunk. The samples may
+also be given as :class:`gzone.curvature.Batches` laid out once (their labels are not used).
 """
 
 from __future__ import annotations
@@ -43,16 +44,28 @@ def _tangent_chunk(apply_fn, params, basis, x):
     return logits, jnp.transpose(tangents, (1, 2, 0))
 
 
+def _sample_chunks(apply_fn, params: Any, x: jax.Array | curvature.Batches, num_tangents: int,
+                   chunk_size: int | None) -> tuple[jax.Array, jax.Array, int]:
+    """(xs (C, B, ...), ws (C, B), N): the samples in chunks, laid out here unless already
+    :class:`gzone.curvature.Batches` (then ``chunk_size`` must be None)."""
+    if isinstance(x, curvature.Batches):
+        if chunk_size is not None:
+            raise ValueError("chunk_size does not apply to Batches, which are already chunked")
+        return x.x, x.w, int(jnp.count_nonzero(x.w))
+    xs, _, ws = curvature.padded_chunks(
+        x, None, sample_chunk_size(apply_fn, params, x, num_tangents, chunk_size))
+    return xs, ws, len(x)
+
+
 def logit_tangents(
-    apply_fn, params: Any, basis: jax.Array, x: jax.Array, *, chunk_size: int | None = None
+    apply_fn, params: Any, basis: jax.Array, x: jax.Array | curvature.Batches, *,
+    chunk_size: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Logits (N, K) and per-sample logit gradients in the subspace, J_μ R (N, K, d).
 
     One vmapped ``jax.jvp`` over R's columns per chunk of samples (forward mode only)."""
-    cs = sample_chunk_size(apply_fn, params, x, basis.shape[1], chunk_size)
-    xs, _, _ = curvature.padded_chunks(x, None, cs)
+    xs, _, n = _sample_chunks(apply_fn, params, x, basis.shape[1], chunk_size)
     parts = [_tangent_chunk(apply_fn, params, basis, xc) for xc in xs]
-    n = len(x)
     return (jnp.concatenate([p[0] for p in parts])[:n], jnp.concatenate([p[1] for p in parts])[:n])
 
 
@@ -78,12 +91,11 @@ def _class_mean_chunk(apply_fn, params, x, w):
 
 
 def class_mean_logit_gradients(
-    apply_fn, params: Any, x: jax.Array, *, chunk_size: int | None = None
+    apply_fn, params: Any, x: jax.Array | curvature.Batches, *, chunk_size: int | None = None
 ) -> jax.Array:
     """Class means c_k = (1/N) Σ_μ ∇θ z_k(x_μ) in full parameter space, (K, P) (Sec. 4).
 
     By linearity c_k = ∇θ of the mean logit (1/N) Σ_μ z_k(x_μ): one vmapped vjp with the K unit
     cotangents per chunk of samples instead of N·K per-sample gradients."""
-    cs = sample_chunk_size(apply_fn, params, x, 1, chunk_size)
-    xs, _, ws = curvature.padded_chunks(x, None, cs)
+    xs, ws, _ = _sample_chunks(apply_fn, params, x, 1, chunk_size)
     return sum(_class_mean_chunk(apply_fn, params, xc, wc) for xc, wc in zip(xs, ws))

@@ -76,18 +76,20 @@ def fig3_point(
     seed: int,
     alpha: float,
     unit_sigmas: tuple[float, float],
+    batches: curvature.Batches | None = None,
 ) -> Record:
     """True G-term curvature (``curvature.projected``) and Eq. (8) at αθ0 for one seed.
 
     Eq. (8) uses the softmax outputs at α and σ's estimated from J R at α
     (``predicted_positive_curvature``) or at α = 1 (``..._unit``). A diagnostic between the two:
     ``..._means`` keeps the *estimated* class means c_k (not orthogonal, unequal norms) and only
-    the isotropic-residual assumption, Tr/‖·‖_F of Cᵀ M C + Tr(M) σ_e² I_d (Eq. 7, first line)."""
+    the isotropic-residual assumption, Tr/‖·‖_F of Cᵀ M C + Tr(M) σ_e² I_d (Eq. 7, first line).
+    ``batches``: the data laid out once for d tangents (:func:`prepare_batches`)."""
     scaled = models.scale(params, alpha)
-    proj = curvature.projected(setup.model.apply, scaled, basis, setup.x, setup.y,
-                               chunk_size=config.chunk_size)
-    logits, jr = logit_tangents(setup.model.apply, scaled, basis, setup.x,
-                                chunk_size=config.chunk_size)
+    if batches is None:
+        batches = prepare_batches(setup, config, params)
+    proj = curvature.projected(setup.model.apply, scaled, basis, batches)
+    logits, jr = logit_tangents(setup.model.apply, scaled, basis, batches)
     p = objective.probs(logits)
     stats = random_model.logit_gradient_stats(jr, unbiased=config.unbiased)
     d = basis.shape[1]
@@ -109,6 +111,12 @@ def fig3_point(
     }
 
 
+def prepare_batches(setup: Setup, config: Fig3Config, params: Any) -> curvature.Batches:
+    """The samples laid out once for passes with d tangents (``config.chunk_size`` or automatic)."""
+    return curvature.prepare_batches(setup.model.apply, params, setup.x, setup.y,
+                                     config.chunk_size, num_tangents=config.dim)
+
+
 def run(
     config: Fig3Config, out_dir: str | Path, *, data_dir: str | None = None,
     progress: Progress | None = None,
@@ -123,17 +131,19 @@ def run(
     todo = [(s, a) for s in range(config.seeds) for a in base.alpha_grid(config)
             if (s, a) not in done]
     states: dict[int, tuple] = {}
+    batches = None
     for seed, alpha in base.iterate(todo, progress):
         if seed not in states:
             params, basis = base.seed_state(setup, seed, dim=config.dim, basis=config.basis,
                                             init=config.init)
-            _, jr = logit_tangents(setup.model.apply, params, basis, setup.x,
-                                   chunk_size=config.chunk_size)
+            if batches is None:
+                batches = prepare_batches(setup, config, params)
+            _, jr = logit_tangents(setup.model.apply, params, basis, batches)
             stats = random_model.logit_gradient_stats(jr, unbiased=config.unbiased)
             states[seed] = (params, basis, (base.to_float(stats.sigma_c2),
                                             base.to_float(stats.sigma_e2)))
         params, basis, unit = states[seed]
-        record = fig3_point(setup, config, params, basis, seed, alpha, unit)
+        record = fig3_point(setup, config, params, basis, seed, alpha, unit, batches)
         results.append_records(out_dir, [base.tag(NAME, "point", record)])
     return base.load(out_dir)
 

@@ -26,12 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
-from jax.flatten_util import ravel_pytree
 
-from gzone import curvature, lanczos, models, objective, results, subspace
+from gzone import curvature, lanczos, models, results, subspace
 from gzone.experiments import base
 from gzone.experiments.base import ConfigError, ModelDataConfig, Progress, Record, Setup
-from gzone.jacobian import logits_of, sample_chunk_size
+from gzone.jacobian import logits_of
 
 NAME = "fig10"
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
@@ -156,31 +155,6 @@ def first_layer_slice(params: Any, layer: str) -> tuple[int, tuple[int, ...]]:
 # ----------------------------------------------------------------------------- eigenvector
 
 
-def _block_matvec(apply_fn, operator: str, offset: int, num_params: int, unravel):
-    """v1 ↦ [A (v1 ⊕ 0)]₁: the first-layer block of the full-batch Hessian or G-term."""
-
-    def matvec(v1, params, xs, ys, ws):
-        v = jnp.zeros((num_params,), v1.dtype).at[offset: offset + v1.size].set(v1)
-
-        def chunk(acc, batch):
-            x, y, w = batch
-            if operator == "hessian":
-                grad = jax.grad(lambda p: objective.cross_entropy(apply_fn(p, x), y, 1.0, w))
-                out = jax.jvp(grad, (params,), (unravel(v),))[1]
-            else:  # G-term: J^T M J v with M in the centred form
-                logits, jvp_fn = jax.linearize(lambda p: apply_fn(p, x), params)
-                u = jvp_fn(unravel(v))
-                prob = objective.probs(logits)
-                mu = prob * objective.centre(prob, u) * w[:, None]
-                (out,) = jax.linear_transpose(jvp_fn, params)(mu)
-            return acc + ravel_pytree(out)[0][offset: offset + v1.size], None
-
-        with jax.default_matmul_precision("highest"):
-            return jax.lax.scan(chunk, jnp.zeros_like(v1), (xs, ys, ws))[0]
-
-    return matvec
-
-
 def top_eigenpair(matvec, dim: int, args: tuple, *, key: jax.Array, num_iters: int,
                   dtype: Any) -> tuple[float, np.ndarray, float]:
     """Largest algebraic eigenpair of a symmetric operator (``gzone.lanczos.eigsh``): (eigenvalue,
@@ -192,28 +166,31 @@ def top_eigenpair(matvec, dim: int, args: tuple, *, key: jax.Array, num_iters: i
 
 
 def first_layer_operator(setup: Setup, config: Fig10Config, params: Any) -> Callable:
-    """v1, params, xs, ys, ws ↦ input-layer block of the Hessian (or G-term) times v1; build it
-    once per run: Lanczos compiles one step per operator object, reused at every α."""
-    flat, unravel = ravel_pytree(params)
-    offset, _ = first_layer_slice(params, setup.model.input_layer)
-    return _block_matvec(setup.model.apply, config.operator, offset, flat.size, unravel)
+    """``matvec(v1, params, batches, T)``: the input-layer diagonal block of the Hessian (or
+    G-term) of :mod:`gzone.curvature` (:func:`gzone.curvature.block_matvec`, one cached function,
+    so Lanczos compiles once and is reused at every α)."""
+    offset, shape = first_layer_slice(params, setup.model.input_layer)
+    return curvature.block_matvec(config.operator, setup.model.apply, offset, int(np.prod(shape)))
 
 
 def eigvec_record(
     setup: Setup, config: Fig10Config, params: Any, alpha: float, top_sample: int, share: float,
-    matvec: Callable | None = None,
+    matvec: Callable | None = None, batches: curvature.Batches | None = None,
 ) -> Record:
     """Top eigenvector of the input-layer block at α, as an image: mean |·| (and signed mean) over
     hidden units; its top left singular vector vs every input (|cosine|). (For ReLU networks the
-    H-term's first-layer block is zero — z is linear in one layer's weights — so H₁₁ = G₁₁.)"""
+    H-term's first-layer block is zero — z is linear in one layer's weights — so H₁₁ = G₁₁.)
+    ``matvec`` and ``batches`` (:func:`first_layer_operator`, the data laid out once) may be passed
+    to share them across α."""
     scaled = models.scale(params, alpha)
     _, shape = first_layer_slice(scaled, setup.model.input_layer)
-    size = int(np.prod(shape))
-    cs = sample_chunk_size(setup.model.apply, scaled, setup.x, 1, config.chunk_size or 512)
-    xs, ys, ws = curvature.padded_chunks(setup.x, setup.y, cs)
+    if batches is None:
+        batches = curvature.prepare_batches(setup.model.apply, scaled, setup.x, setup.y,
+                                            config.chunk_size)
     matvec = matvec or first_layer_operator(setup, config, params)
+    operator = lanczos.Operator(matvec, (scaled, batches, jnp.asarray(1.0, setup.dtype)))
     lam, vec, residual = top_eigenpair(
-        matvec, size, (scaled, xs, ys, ws), key=base.stream_key(config.seed, base.EIGVEC_STREAM),
+        operator, int(np.prod(shape)), (), key=base.stream_key(config.seed, base.EIGVEC_STREAM),
         num_iters=config.lanczos_iters, dtype=setup.dtype)
     matrix = vec.reshape(shape).astype(np.float64)  # (inputs, hidden)
     image_shape = setup.input_shape
@@ -277,6 +254,11 @@ def run(
     todo = [("curvature", a) for a in curv_alphas if ("curvature", a) not in done]
     todo += [("eigvec", a) for a in eig_alphas if ("eigvec", a) not in done]
     basis, matvec = None, first_layer_operator(setup, config, params)
+    # the data laid out once: for the matvecs (one tangent) and the projections (d tangents)
+    batches = curvature.prepare_batches(setup.model.apply, params, setup.x, setup.y,
+                                        config.chunk_size)
+    projection_batches = curvature.prepare_batches(setup.model.apply, params, setup.x, setup.y,
+                                                   config.chunk_size, num_tangents=config.dim)
     for kind, alpha in base.iterate(todo, progress):
         if kind == "curvature":
             if basis is None:
@@ -284,7 +266,7 @@ def run(
                     base.stream_key(config.seed, base.CURVATURE_BASIS_STREAM), setup.num_params,
                     config.dim, "orthonormal", setup.dtype)
             proj = curvature.projected(setup.model.apply, models.scale(params, alpha), basis,
-                                       setup.x, setup.y, chunk_size=config.chunk_size)
+                                       projection_batches)
             record = {"alpha": alpha, "dim": config.dim,
                       **{f"{term}_positive_curvature": base.positive_curvature(getattr(proj, term))
                          for term in ("hessian", "gterm", "hterm")}}
@@ -292,7 +274,7 @@ def run(
             _, ti = softmax_uncertainty(alpha ** setup.degree * logits1)
             mu0 = int(np.argmax(ti))
             share_mu0 = float(ti[mu0] / ti.sum()) if ti.sum() > 0 else float("nan")
-            record = eigvec_record(setup, config, params, alpha, mu0, share_mu0, matvec)
+            record = eigvec_record(setup, config, params, alpha, mu0, share_mu0, matvec, batches)
         results.append_records(out_dir, [base.tag(NAME, kind, record)])
     return base.load(out_dir)
 

@@ -166,14 +166,20 @@ def seed_state(setup: Setup, config: ZoneConfig, seed: int) -> tuple[Any, jax.Ar
     return base.seed_state(setup, seed, dim=max_dim(config), basis=config.basis, init=config.init)
 
 
+def batches(setup: Setup, config: ZoneConfig, params: Any, num_tangents: int) -> curvature.Batches:
+    """The sweep's data laid out once (``config.chunk_size``, else automatic for a pass with
+    ``num_tangents`` directions): every projection, matvec and gradient of the sweep reuses it."""
+    return curvature.prepare_batches(setup.model.apply, params, setup.x, setup.y,
+                                     config.chunk_size, num_tangents)
+
+
 def project(
-    setup: Setup, config: ZoneConfig, params: Any, basis: jax.Array, alpha: float, temperature: float
+    setup: Setup, batches: curvature.Batches, params: Any, basis: jax.Array, alpha: float,
+    temperature: float,
 ) -> curvature.ProjectedCurvature:
     """RᵀHR, RᵀGR, RᵀH-termR at α·θ0 and temperature T."""
     scaled = jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
-    return curvature.projected(
-        setup.model.apply, scaled, basis, setup.x, setup.y, temperature, chunk_size=config.chunk_size
-    )
+    return curvature.projected(setup.model.apply, scaled, basis, batches, None, temperature)
 
 
 def point_records(
@@ -207,7 +213,8 @@ def _flag_unresolved_gterm(records: list[dict[str, Any]], eps: float) -> list[di
 
 
 def full_space(
-    setup: Setup, config: ZoneConfig, params: Any, seed: int, alpha: float, temperature: float
+    setup: Setup, config: ZoneConfig, batches: curvature.Batches, params: Any, seed: int,
+    alpha: float, temperature: float,
 ) -> tuple[dict[str, fullspace.TermCurvature], float, float]:
     """Full-space curvature of the three terms at α·θ0 and T, with the loss and ‖∇ℓ‖ there.
 
@@ -218,13 +225,11 @@ def full_space(
     scaled = jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
     key = base.stream_key(seed, FULL_SPACE_STREAM)
     terms = fullspace.full_space_curvature(
-        setup.model.apply, scaled, setup.x, setup.y, temperature, key=key, terms=TERMS,
+        setup.model.apply, scaled, batches, None, temperature, key=key, terms=TERMS,
         num_probes=config.probes, num_iters=config.lanczos_iters,
-        density_probes=config.density_probes, common_probes=True, chunk_size=config.chunk_size,
+        density_probes=config.density_probes, common_probes=True,
     )
-    loss, grad = curvature.loss_and_gradient(
-        setup.model.apply, scaled, setup.x, setup.y, temperature, chunk_size=config.chunk_size
-    )
+    loss, grad = curvature.loss_and_gradient(setup.model.apply, scaled, batches, None, temperature)
     return terms, float(loss), float(jnp.linalg.norm(grad))
 
 
@@ -295,18 +300,22 @@ def run(
     )
     todo = [p for p in points if p not in done or (config.full_space and p[:3] not in done_full)]
     states: dict[int, tuple[Any, jax.Array]] = {}
+    laid_out: dict[int, curvature.Batches] = {}  # by number of tangents: d (projections), 1
     last: tuple[tuple, curvature.ProjectedCurvature | None] = ((), None)
     for point in base.iterate(todo, progress):
         alpha, temperature, seed, _ = point
         if seed not in states:
             states[seed] = seed_state(setup, config, seed)
+        if not laid_out:
+            laid_out = {t: batches(setup, config, states[seed][0], t) for t in {max_dim(config), 1}}
         if point not in done:
             if last[0] != (alpha, temperature, seed):  # the dim grid reuses one projection per seed
-                last = ((alpha, temperature, seed), project(setup, config, *states[seed], alpha, temperature))
+                projection = project(setup, laid_out[max_dim(config)], *states[seed], alpha, temperature)
+                last = ((alpha, temperature, seed), projection)
             records = point_records(config, last[1], point, len(setup.x))
             results.append_records(out_dir, records)
         if config.full_space and point[:3] not in done_full:
-            measured = full_space(setup, config, states[seed][0], seed, alpha, temperature)
+            measured = full_space(setup, config, laid_out[1], states[seed][0], seed, alpha, temperature)
             records = full_space_records(config, measured, point, len(setup.x), setup.num_params)
             results.append_records(out_dir, records)
             done_full.add(point[:3])
