@@ -72,12 +72,16 @@ def auto_chunk_size(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> int:
     """Samples per chunk so that a forward-over-reverse pass with ``num_tangents`` directions stays
-    within ``memory_budget`` bytes (primal, tangent and backward values, a factor 4 of headroom)."""
+    within ``memory_budget`` bytes (primal, tangent and backward values, a factor 4 of headroom),
+    balanced over the chunks that needs: ⌈N / C⌉ with C = ⌈N / largest fitting chunk⌉, so the last
+    chunk's padding is under C samples (N = 10,000 with room for 1,651: 7 chunks of 1,429, not
+    7 of 1,651 with 1,557 padded samples — 16 % of the work wasted)."""
     if memory_budget <= 0:
         raise ValueError(f"memory_budget must be positive, got {memory_budget}")
-    per_sample = _activation_floats_per_sample(apply_fn, params, x) * x.dtype.itemsize
-    chunk = memory_budget // max(1, 4 * per_sample * (num_tangents + 1))
-    return int(max(1, min(len(x), chunk)))
+    per_sample = _activation_floats_per_sample(apply_fn, params, x) * jnp.dtype(x.dtype).itemsize
+    largest = max(1, min(len(x), memory_budget // max(1, 4 * per_sample * (num_tangents + 1))))
+    num_chunks = -(-len(x) // largest)
+    return int(-(-len(x) // num_chunks))
 
 
 def check_chunk_size(chunk_size: int | None) -> None:

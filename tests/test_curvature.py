@@ -330,3 +330,33 @@ def test_input_validation():
         curvature.projected(model.apply, params, jnp.zeros((num_params + 1, 2)), x, y)
     with pytest.raises(ValueError, match="exceeds|between"):
         subspace.orthonormal_basis(jax.random.key(0), num_params, num_params + 1)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_chunk_size_must_be_a_positive_integer(bad):
+    # chunk_size=0 used to raise ZeroDivisionError deep inside the padding
+    model, params, x, y = tiny_problem("mlp")
+    basis = jnp.eye(ravel_pytree(params)[0].size, 3)
+    for call in (lambda: curvature.projected(model.apply, params, basis, x, y, chunk_size=bad),
+                 lambda: curvature.loss_and_gradient(model.apply, params, x, y, chunk_size=bad),
+                 lambda: curvature.hessian_operator(model.apply, params, x, y, chunk_size=bad),
+                 lambda: curvature.prepare_batches(model.apply, params, x, y, bad)):
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+            call()
+
+
+def test_automatic_chunks_are_balanced():
+    # the memory budget bounds the chunk; the chunks that needs are made equal, so the padding of
+    # the last one is under the number of chunks (no chunk of mostly padding)
+    model, params, x, y = tiny_problem("mlp", n=101)
+    per_sample = curvature.auto_chunk_size(model.apply, params, x, 1, memory_budget=10**12)
+    assert per_sample == 101
+    for budget in (20_000, 50_000, 90_000, 200_000):
+        chunk = curvature.auto_chunk_size(model.apply, params, x, 1, memory_budget=budget)
+        largest = curvature.auto_chunk_size(model.apply, params, x[:1].repeat(10**4, 0), 1,
+                                            memory_budget=budget)  # unbalanced bound: N >> chunk
+        num_chunks = -(-101 // chunk)
+        assert chunk <= largest and num_chunks == -(-101 // largest)
+        assert 0 <= num_chunks * chunk - 101 < num_chunks
+        batches = curvature.prepare_batches(model.apply, params, x, y)
+        np.testing.assert_allclose(float(batches.w.sum()), 1.0, rtol=1e-12)
