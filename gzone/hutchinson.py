@@ -22,9 +22,9 @@ import jax.numpy as jnp
 from gzone.lanczos import (
     Matvec,
     Operator,
-    check_positive,
     apply,
     apply_block,
+    check_positive,
     probe_vector,
     unpack,
     working_dtype,

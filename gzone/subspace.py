@@ -84,7 +84,7 @@ def basis_tree(params: Any, basis: jax.Array) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten(params)
     dtype = ravel_pytree(params)[0].dtype
     if basis.ndim != 2 or basis.shape[0] != sum(leaf.size for leaf in leaves):
-        raise ValueError(f"basis must have shape (P, d) with P={sum(l.size for l in leaves)}, got {basis.shape}")
+        raise ValueError(f"basis must have shape (P, d) with P={sum(leaf.size for leaf in leaves)}, got {basis.shape}")
     offsets = [0]
     for leaf in leaves:
         offsets.append(offsets[-1] + leaf.size)
