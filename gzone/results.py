@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,23 @@ PROVENANCE_KEYS = ("gzone_version", "jax_version")
 
 
 class ConfigMismatchError(ValueError):
-    """The results directory was written by a different configuration."""
+    """The results directory was written by a different configuration.
+
+    The message names the directory as the parameter ``out_dir`` (``{name}`` in its template);
+    :meth:`render` spells it otherwise, e.g. as the scripts' flag ``--out``."""
+
+    name = "out_dir"
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.render())
+
+    def __reduce__(self):
+        return type(self), (self.template,)
+
+    def render(self, flag: Callable[[str], str] | None = None) -> str:
+        """The message with ``out_dir`` spelled by ``flag`` (name -> spelling; None: as is)."""
+        return self.template.replace("{name}", (flag or str)(self.name))
 
 
 def _canonical(value: Any) -> Any:
@@ -64,7 +80,7 @@ def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, 
             details = ", ".join(f"{k}: {stored.get(k)!r} there vs {wanted.get(k)!r} now" for k in differing)
             raise ConfigMismatchError(
                 f"{out} holds results of another configuration ({details}); "
-                f"use a different out_dir or remove {out}"
+                f"use a different {{name}} or remove {out}"
             )
         if stored != wanted:
             _write_config(config_path, wanted)

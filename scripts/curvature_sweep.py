@@ -19,67 +19,57 @@ appended to <out>/results.jsonl as they are computed; rerunning resumes; the fig
 SLQ spectral densities; gzone.fullspace), drawn dashed in zone.png, with the densities in
 <out>/densities.png and .pdf. It costs about 3 x (lanczos-iters x density-probes + probes)
 products H v per point. A directory is tied to --full-space and its settings either way.
+
+Every field of gzone.experiments.zone.ZoneConfig is an option (listed below); --dtype float64
+switches JAX to 64-bit; figures are only written to files unless --show.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
+from typing import Any
+
+
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The options: --preset, every ZoneConfig field (defaults shown from ``preset``) with a flag
+    of its own for each mode of zone.MODES (--alpha-grid ...), --set, and the run options."""
+    from gzone import cli
+    from gzone.experiments import zone
+
+    parser = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=list(zone.PRESETS), default="default",
+                        help="named paper setting; explicit options override it (default: default)")
+    cli.add_config_options(parser, zone.ZoneConfig, defaults=zone.PRESETS.get(preset or "default"),
+                           shorthands={"mode": zone.MODES})
+    cli.add_run_options(parser, out_default="runs/zone-<mode>-<preset>")
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from gzone import cli
+
+    return build_parser(cli.peek(argv, "--preset").preset).parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """The ZoneConfig of the preset and the options given, and how each was spelled."""
+    from gzone import cli
     from gzone.experiments import zone
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    modes = parser.add_mutually_exclusive_group()
-    for mode in zone.MODES:
-        modes.add_argument(f"--{mode}", dest="mode", action="store_const", const=mode,
-                           help=f"sweep mode {mode}")
-    parser.add_argument("--preset", choices=sorted(zone.PRESETS), default="default",
-                        help="named paper setting; explicit options override it")
-    parser.add_argument("--model", help="lenet300 | lenet5 | mlp")
-    parser.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split(",")),
-                        help="hidden widths of --model mlp, e.g. 300,100")
-    parser.add_argument("--dataset", help="digits | fashion_mnist | mnist | cifar10 | svhn | gaussian")
-    parser.add_argument("--split", help="train | test")
-    parser.add_argument("--n-samples", type=int, help="first N samples of the split")
-    parser.add_argument("--dim", type=int, help="subspace dimension d")
-    parser.add_argument("--dims", type=lambda s: tuple(int(d) for d in s.split(",")),
-                        help="dimensions of --dim-grid, e.g. 2,5,10,20,50")
-    parser.add_argument("--basis", help="orthonormal | sparse")
-    parser.add_argument("--init", help="kaiming | xavier | authors | authors-early")
-    parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
-    parser.add_argument("--alpha-min", type=float)
-    parser.add_argument("--alpha-max", type=float)
-    parser.add_argument("--temperature-min", type=float)
-    parser.add_argument("--temperature-max", type=float)
-    parser.add_argument("--num-points", type=int, help="grid points of alpha or T")
-    parser.add_argument("--dtype", choices=("float32", "float64"))
-    parser.add_argument("--chunk-size", type=int, help="samples per jit-compiled chunk (default: automatic)")
-    parser.add_argument("--full-space", action="store_true", default=None,
-                        help="also measure H, G-term, H-term in the full parameter space")
-    parser.add_argument("--probes", type=int, help="full space: Hutchinson probes per term (default 100)")
-    parser.add_argument("--lanczos-iters", type=int,
-                        help="full space: Lanczos steps per run, clipped to P (default 100)")
-    parser.add_argument("--density-probes", type=int,
-                        help="full space: SLQ probes (Lanczos runs) per term (default 1)")
-    parser.add_argument("--out", default=None, help="output directory (default runs/zone-<mode>-<preset>)")
-    parser.add_argument("--data-dir", default=None, help="folder with the dataset files (else $GZONE_DATA_DIR)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-plot", action="store_true", help="skip the figure")
-    return parser.parse_args(argv)
+    values, spellings = cli.config_overrides(args, zone.ZoneConfig)
+    return zone.ZoneConfig(**{**zone.PRESETS[args.preset], **values}), spellings
 
 
-def build_config(args: argparse.Namespace):
-    from gzone.experiments import zone
+def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Any, dict[str, str]]:
+    """Parse, build the config and switch JAX to 64-bit iff its dtype is float64 (before any
+    JAX array exists)."""
+    from gzone import cli
 
-    fields = {**zone.PRESETS[args.preset], "mode": args.mode or "alpha-grid"}
-    for field in dataclasses.fields(zone.ZoneConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            fields[field.name] = value
-    return zone.ZoneConfig(**fields)
+    args = parse_args(argv)
+    config, spellings = build_config(args)
+    cli.apply_dtype(config)
+    return args, config, spellings
 
 
 def print_rows(rows: list[dict], x: str) -> None:
@@ -91,26 +81,18 @@ def print_rows(rows: list[dict], x: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.dtype == "float64":
-        import gzone
+    from gzone import cli
 
-        gzone.enable_float64()
-    from tqdm import tqdm
-
-    from gzone import plots
-    from gzone.experiments import zone
-    from gzone.experiments.base import ConfigError
-
-    config = build_config(args)
-    out = args.out or f"runs/zone-{config.mode}-{args.preset}"
-    progress = None if args.no_progress else (lambda it, n: tqdm(it, total=n, desc="points", unit="pt"))
+    spellings: dict[str, str] = {}
     try:
+        args, config, spellings = configure(argv)
+        from gzone.experiments import zone
+
+        out = args.out or f"runs/zone-{config.mode}-{args.preset}"
+        progress = cli.progress_bar(args, "points", "pt")
         records = zone.run(config, out, data_dir=args.data_dir, progress=progress)
-    except (ValueError, FileNotFoundError) as error:
-        text = error.for_cli({"out_dir": "--out"}) if isinstance(error, ConfigError) else error
-        print(f"error: {text}", file=sys.stderr)
-        return 2
+    except cli.ERRORS as error:
+        return cli.report(error, spellings)
     x = zone.x_field(config.mode)
     print(f"{len(records)} records in {out}/results.jsonl")
     print(f"{x:>12} {'term':>8} {'pos.curv (median [min, max])':>34} {'||.||_2 median':>15}")
@@ -122,12 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     if flagged:
         print(f"warning: {flagged} records carry flags (non-finite or undefined values); see 'flags'")
     if not args.no_plot:
+        cli.use_backend(args.show)
+        import matplotlib.pyplot as plt
+
+        from gzone import plots
+
         title = f"{config.model} on {config.dataset}, N={config.n_samples}, {config.dtype}"
-        plots.zone_figure(records, x, title=title, path_stem=f"{out}/zone")
+        figures = [plots.zone_figure(records, x, title=title, path_stem=f"{out}/zone")]
         print(f"figure: {out}/zone.png, {out}/zone.pdf")
         if config.full_space:
-            plots.density_figure(records, x, title=f"{title}, full space", path_stem=f"{out}/densities")
+            figures.append(plots.density_figure(records, x, title=f"{title}, full space",
+                                                path_stem=f"{out}/densities"))
             print(f"figure: {out}/densities.png, {out}/densities.pdf")
+        if args.show:
+            plt.show()
+        for fig in figures:
+            plt.close(fig)
     return 0
 
 

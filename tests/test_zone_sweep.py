@@ -95,7 +95,7 @@ def test_other_configuration_in_same_directory_is_refused(tmp_path, capsys):
     assert run_cli(tmp_path) == 0
     assert run_cli(tmp_path, "--dim", "5") == 2
     message = capsys.readouterr().err
-    assert "another configuration" in message and "dim" in message and "out_dir" in message
+    assert "another configuration" in message and "dim" in message and "--out" in message
 
 
 @pytest.mark.parametrize(

@@ -139,23 +139,36 @@ def check_range(config: Any, low: str, high: str) -> None:
 class ModelDataConfig:
     """Fields shared by every Section-4 study: the model, its data and numerics."""
 
-    model: str = "mlp"
-    widths: tuple[int, ...] = (300, 100)  # hidden widths of ``mlp``
-    dataset: str = "digits"
-    split: str = "train"
-    n_samples: int = 500
-    init: str = "kaiming"
-    dtype: str = "float32"
-    chunk_size: int | None = None  # samples per jit-compiled chunk (None: automatic)
+    model: str = dataclasses.field(default="mlp", metadata={
+        "help": "network", "choices": models.MODEL_NAMES})
+    widths: tuple[int, ...] = dataclasses.field(default=(300, 100), metadata={
+        "help": "hidden widths of mlp, e.g. 300,100"})
+    dataset: str = dataclasses.field(default="digits", metadata={
+        "help": "dataset", "choices": data.DATASETS})
+    split: str = dataclasses.field(default="train", metadata={
+        "help": "dataset split", "choices": data.SPLITS})
+    n_samples: int = dataclasses.field(default=500, metadata={
+        "help": "first N samples of the split"})
+    init: str = dataclasses.field(default="kaiming", metadata={
+        "help": "initialisation scheme of theta0", "choices": tuple(models.INIT_SCHEMES)})
+    dtype: str = dataclasses.field(default="float32", metadata={
+        "help": "floating-point type (float64 switches JAX to 64-bit)", "choices": gzone.DTYPES})
+    chunk_size: int | None = dataclasses.field(default=None, metadata={
+        "help": "samples per jit-compiled chunk (none: automatic)"})
 
     EXTENDABLE: ClassVar[tuple[str, ...]] = ()  # fields that may grow in an existing results dir
     STUDY: ClassVar[str] = ""  # the study's command-line name (part of its identity)
 
 
 def check_model_data(config: Any) -> None:
-    """The checks of the model and data fields: model name, init scheme, dtype, ``n_samples``
-    and ``chunk_size`` (integers ≥ 1 or None)."""
-    models.check_model_name(config.model)
+    """The checks of the model and data fields: model and dataset names, init scheme, dtype,
+    ``n_samples`` and ``chunk_size`` (integers ≥ 1 or None)."""
+    if config.model not in models.MODEL_NAMES:
+        raise ConfigError("model", f"unknown model {config.model!r}; choose {{name}} from "
+                                   f"{', '.join(models.MODEL_NAMES)}")
+    if parse_dataset(config.dataset)[0] not in data.DATASETS:
+        raise ConfigError("dataset", f"unknown dataset {config.dataset!r}; choose {{name}} from "
+                                     f"{', '.join(data.DATASETS)}")
     check_choice(config, "init", models.INIT_SCHEMES)
     gzone.check_dtype(config.dtype)
     check_at_least(config, "n_samples", "chunk_size")

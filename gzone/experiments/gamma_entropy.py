@@ -34,11 +34,13 @@ SOURCES = ("model", "gaussian")
 class Fig4RightConfig(ModelDataConfig):
     """Fig. 4 right: Γ_p^-2 vs softmax entropy of ``n_sets`` logit sets scaled by α."""
 
-    source: str = "model"  # "model": logits of the first n_sets samples; "gaussian": N(0, std²)
+    source: str = dataclasses.field(default="model", metadata={
+        "help": "model: logits of the first n_sets samples; gaussian: N(0, logit_std^2) logits", "choices": SOURCES})
     n_sets: int = 30
     seed: int = 0
     logit_std: float = 1.0
-    num_classes: int = 10  # only for source="gaussian"
+    num_classes: int = dataclasses.field(default=10, metadata={
+        "help": "classes K of the gaussian logits (source gaussian only)"})
     alpha_min: float = 1e-2
     alpha_max: float = 1e2
     num_points: int = 81

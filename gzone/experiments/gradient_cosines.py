@@ -36,9 +36,12 @@ class Fig5LeftConfig(ModelDataConfig):
     """Fig. 5 left: gradient cosines of one initialisation across balanced datasets."""
 
     widths: tuple[int, ...] = (128, 64)
-    datasets: tuple[str, ...] = ("digits", "digits:test", "gaussian")
-    optional_datasets: tuple[str, ...] = ("svhn",)  # skipped with a note when their files are absent
-    n_samples: int = 1000  # per dataset, balanced (capped by the smallest class)
+    datasets: tuple[str, ...] = dataclasses.field(default=("digits", "digits:test", "gaussian"), metadata={
+        "help": "datasets compared, each NAME or NAME:SPLIT", "choices": data.DATASETS})
+    optional_datasets: tuple[str, ...] = dataclasses.field(default=("svhn",), metadata={
+        "help": "more datasets, skipped with a note when their files are absent", "choices": data.DATASETS})
+    n_samples: int = dataclasses.field(default=1000, metadata={
+        "help": "samples per dataset, balanced (capped by the smallest class)"})
     inits: int = 5
 
     EXTENDABLE: ClassVar[tuple[str, ...]] = ("inits",)

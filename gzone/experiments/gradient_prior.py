@@ -45,10 +45,12 @@ class Fig5RightConfig(ModelDataConfig):
     """Fig. 5 right: gradient norm vs ‖Q̂ − Q‖ over priors Q ~ Uniform(simplex), Eq. (9)."""
 
     widths: tuple[int, ...] = (128, 64)
-    n_samples: int | None = None  # the pool: first n of the split (None: all of it)
-    subset_size: int = 5000  # capped by the smallest class of the pool (noted in the records)
+    n_samples: int | None = dataclasses.field(default=None, metadata={
+        "help": "the pool: first N samples of the split (none: all of it)"})
+    subset_size: int = dataclasses.field(default=5000, metadata={
+        "help": "samples per subset, capped by the smallest class of the pool (noted in the records)"})
     n_priors: int = 200
-    seed: int = 0  # initialisation
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the initialisation"})
     prior_seed: int = 0
 
     EXTENDABLE: ClassVar[tuple[str, ...]] = ("n_priors",)

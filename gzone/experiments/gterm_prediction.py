@@ -49,11 +49,13 @@ class Fig3Config(ModelDataConfig):
     widths: tuple[int, ...] = (128, 64)
     dim: int = 50
     seeds: int = 3
-    basis: str = "orthonormal"
+    basis: str = dataclasses.field(default="orthonormal", metadata={
+        "help": "random subspace basis", "choices": subspace.BASIS_KINDS})
     alpha_min: float = 1e-2
     alpha_max: float = 1e1
     num_points: int = 10
-    unbiased: bool = False  # Bessel/mean corrections of the σ estimates (logit_gradient_stats)
+    unbiased: bool = dataclasses.field(default=False, metadata={
+        "help": "Bessel/mean corrections of the sigma estimates (logit_gradient_stats)"})
 
     EXTENDABLE: ClassVar[tuple[str, ...]] = ("seeds", "num_points")
     STUDY: ClassVar[str] = NAME

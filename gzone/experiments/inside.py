@@ -122,9 +122,11 @@ def study_of(config: ModelDataConfig) -> str:
                      f"studies: {', '.join(STUDIES)}")
 
 
-def make_config(study: str, preset: str = "default", **overrides: Any) -> ModelDataConfig:
+def make_config(study: str, preset: str = "default", *, validate: bool = True,
+                **overrides: Any) -> ModelDataConfig:
     """The config of ``study`` from a named preset plus field overrides (None values ignored),
-    validated."""
+    validated unless ``validate`` is False (the command line decides 64-bit mode from the config
+    first; every study's ``run`` validates it again)."""
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
     entry = STUDIES[study]
@@ -138,7 +140,8 @@ def make_config(study: str, preset: str = "default", **overrides: Any) -> ModelD
                          f"{', '.join(sorted(fields))}")
     values = {**entry.presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
     config = entry.config(**values)
-    entry.validate(config)
+    if validate:
+        entry.validate(config)
     return config
 
 

@@ -48,11 +48,13 @@ class Fig6Config(ModelDataConfig):
     """Fig. 6: statistics of many Kaiming initialisations on one balanced batch."""
 
     widths: tuple[int, ...] = (64, 64, 64)
-    n_samples: int = 300  # balanced batch
+    n_samples: int = dataclasses.field(default=300, metadata={
+        "help": "samples of the balanced batch"})
     dim: int = 50
     n_inits: int = 64
     seeds_per_chunk: int = 16
-    basis: str = "orthonormal"
+    basis: str = dataclasses.field(default="orthonormal", metadata={
+        "help": "random subspace basis", "choices": subspace.BASIS_KINDS})
 
     EXTENDABLE: ClassVar[tuple[str, ...]] = ("n_inits",)
     STUDY: ClassVar[str] = NAME

@@ -53,14 +53,20 @@ class Fig10Config(ModelDataConfig):
     seed: int = 0
     dim: int = 20
     alpha_min: float = 1.0
-    alpha_max: float | None = None  # None: just past the α where the last sample collapses
-    num_points: int = 161  # entropy sweep (cheap)
-    curvature_points: int = 7  # projected curvature on a coarser grid (0: skip)
-    eig_alphas: tuple[float, ...] | None = None  # None: α = 1 and the share levels below
+    alpha_max: float | None = dataclasses.field(default=None, metadata={
+        "help": "largest alpha (none: just past the alpha where the last sample collapses)"})
+    num_points: int = dataclasses.field(default=161, metadata={
+        "help": "alpha points of the entropy sweep (cheap)"})
+    curvature_points: int = dataclasses.field(default=7, metadata={
+        "help": "alpha points of the projected curvature, a coarser grid (0: skip)"})
+    eig_alphas: tuple[float, ...] | None = dataclasses.field(default=None, metadata={
+        "help": "alphas of the top-eigenvector images (none: alpha = 1 and those of the share levels)"})
     share_levels: tuple[float, ...] = (0.5, 0.9, 0.99)
-    operator: str = "hessian"  # "hessian" (the paper) or "gterm"
+    operator: str = dataclasses.field(default="hessian", metadata={
+        "help": "operator of the top eigenvector (hessian: the paper)", "choices": OPERATORS})
     lanczos_iters: int = 30
-    track: int = 20  # samples whose entropy curves are stored
+    track: int = dataclasses.field(default=20, metadata={
+        "help": "samples whose entropy curves are stored"})
 
     EXTENDABLE: ClassVar[tuple[str, ...]] = ()
     STUDY: ClassVar[str] = NAME

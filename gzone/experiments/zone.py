@@ -54,28 +54,41 @@ class ZoneConfig:
     """What to measure. Fields in ``IDENTITY_FIELDS`` define a results directory; the grid
     (α/T ranges, number of points, seeds, dims) may be extended in the same directory."""
 
-    mode: str = "alpha-grid"
+    mode: str = dataclasses.field(default="alpha-grid", metadata={
+        "help": "what is swept (or use one of the mode flags)", "choices": MODES})
     model: str = "mlp"
-    widths: tuple[int, ...] = (300, 100)  # hidden widths of ``mlp``
+    widths: tuple[int, ...] = dataclasses.field(default=(300, 100), metadata={
+        "help": "hidden widths of mlp, e.g. 300,100"})
     dataset: str = "digits"
     split: str = "train"
-    n_samples: int = 1000
-    dim: int = 50
-    basis: str = "orthonormal"
+    n_samples: int = dataclasses.field(default=1000, metadata={
+        "help": "first N samples of the split"})
+    dim: int = dataclasses.field(default=50, metadata={"help": "subspace dimension d"})
+    basis: str = dataclasses.field(default="orthonormal", metadata={
+        "help": "random subspace basis", "choices": subspace.BASIS_KINDS})
     init: str = "kaiming"
     dtype: str = "float32"
-    seeds: int = 3
-    alpha_min: float = 1e-2
-    alpha_max: float = 1e2
-    temperature_min: float | None = None  # default: alpha_max^-L (Fig. 1 right mirrors left)
-    temperature_max: float | None = None  # default: alpha_min^-L
-    num_points: int = 21
-    dims: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 200)
+    seeds: int = dataclasses.field(default=3, metadata={"help": "number of seeds (0..N-1)"})
+    alpha_min: float = dataclasses.field(default=1e-2, metadata={
+        "help": "smallest initialisation scale alpha of the grid"})
+    alpha_max: float = dataclasses.field(default=1e2, metadata={
+        "help": "largest initialisation scale alpha of the grid"})
+    temperature_min: float | None = dataclasses.field(default=None, metadata={
+        "help": "smallest softmax temperature T (none: alpha_max^-L, so Fig. 1 right mirrors left)"})
+    temperature_max: float | None = dataclasses.field(default=None, metadata={
+        "help": "largest softmax temperature T (none: alpha_min^-L)"})
+    num_points: int = dataclasses.field(default=21, metadata={"help": "grid points of alpha or T"})
+    dims: tuple[int, ...] = dataclasses.field(default=(2, 5, 10, 20, 50, 100, 200), metadata={
+        "help": "subspace dimensions of the dim-grid mode, e.g. 2,5,10,20,50"})
     chunk_size: int | None = None
-    full_space: bool = False  # also measure in the full parameter space (gzone.fullspace)
-    probes: int = 100  # Hutchinson probes per term (full space)
-    lanczos_iters: int = 100  # Lanczos steps per run (full space; clipped to P)
-    density_probes: int = 1  # SLQ probes per term (full space); each is one Lanczos run
+    full_space: bool = dataclasses.field(default=False, metadata={
+        "help": "also measure H, G-term, H-term in the full parameter space (gzone.fullspace)"})
+    probes: int = dataclasses.field(default=100, metadata={
+        "help": "full space: Hutchinson probes per term"})
+    lanczos_iters: int = dataclasses.field(default=100, metadata={
+        "help": "full space: Lanczos steps per run (clipped to P)"})
+    density_probes: int = dataclasses.field(default=1, metadata={
+        "help": "full space: SLQ probes per term (each one Lanczos run)"})
 
     def results_identity(self) -> dict[str, Any]:
         """The part of the configuration a results directory is tied to (the override hook of
