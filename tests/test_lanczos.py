@@ -186,29 +186,40 @@ def test_zero_start_vector_and_full_dimension():
 # ----------------------------------------------------------------------------------- drivers/dtypes
 
 
-def _assert_same_to_rounding(x, y, dtype, factor=1e3):
-    """x ≈ y to ``factor`` ulps of ``dtype`` relative to the largest entry (XLA may fuse and order
-    the same arithmetic differently inside a loop body and in a standalone step)."""
+def _assert_same_to_rounding(x, y, dtype, factor, scale=None):
+    """x ≈ y to ``factor`` ulps of ``dtype`` relative to ``scale`` (default: the largest entry).
+    XLA may fuse and order the same arithmetic differently inside a loop body and in a standalone
+    step; through the recurrence such rounding differences grow, so ``factor`` is generous."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    scale = max(np.abs(x).max(initial=0.0), np.abs(y).max(initial=0.0), np.finfo(dtype).tiny)
+    if scale is None:
+        scale = max(np.abs(x).max(initial=0.0), np.abs(y).max(initial=0.0), np.finfo(dtype).tiny)
     np.testing.assert_allclose(x, y, rtol=0, atol=factor * np.finfo(dtype).eps * scale)
 
 
 @pytest.mark.parametrize("name", ["h_term", "g_term"])
 def test_drivers_identical(name):
     # the two drivers run the same step function: equal to rounding of the matvec's dtype (bit
-    # equality held on jax 0.10.1, not on 0.12, where they differ by ~1e-14 in float64)
+    # equality held on jax 0.10.1, not on 0.12, where 50 steps differ by up to ~1e-12 relative)
     a, _ = _sym(SPECTRA[name])
     v0 = jnp.asarray(np.random.default_rng(2).standard_normal(N))
     host = lz.lanczos_tridiag(_dense, v0, M, a, driver="host")
     fori = lz.lanczos_tridiag(_dense, v0, M, a, driver="fori")
     for x, y in zip(host, fori):
-        _assert_same_to_rounding(x, y, F64)
+        _assert_same_to_rounding(x, y, F64, factor=1e5)
     kw = {"key": _key(5), "dtype": F32, "reorth_dtype": F64}
     host = lz.eigsh(_dense_f32_only, N, K, jnp.asarray(a, F32), driver="host", **kw)
     fori = lz.eigsh(_dense_f32_only, N, K, jnp.asarray(a, F32), driver="fori", **kw)
-    for x, y in zip(host, fori):
-        _assert_same_to_rounding(x, y, F32)
+    norm = np.abs(np.asarray(host.eigenvalues)).max()  # residuals are rounding noise of ‖A‖
+    _assert_same_to_rounding(host.eigenvalues, fori.eigenvalues, F32, factor=1e3)
+    # eigenvectors are determined only where the eigenvalue is separated (g_term's 10th lies in a
+    # 291-dimensional null space: any null vector is right, and rounding picks one)
+    lam = np.sort(SPECTRA[name])[::-1]
+    gaps = np.minimum(np.abs(np.diff(lam, prepend=np.inf)), np.abs(np.diff(lam, append=-np.inf)))[:K]
+    separated = gaps > 1e-3 * norm
+    assert separated.sum() >= 9
+    _assert_same_to_rounding(host.eigenvectors[:, separated], fori.eigenvectors[:, separated], F32,
+                             factor=1e3)
+    _assert_same_to_rounding(host.residual_norms, fori.residual_norms, F32, factor=1e2, scale=norm)
 
 
 def test_float32_matvec_float64_recurrence():
