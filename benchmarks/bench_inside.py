@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Initialisations per second of the Fig. 6 computation: ``jax.vmap`` over seeds vs a Python loop.
 
-Per initialisation (``gzone.experiments.inside``): Kaiming θ0 and an orthonormal (P, d) basis,
+Per initialisation (``gzone.experiments.many_inits``): Kaiming θ0 and an orthonormal (P, d) basis,
 the projected Hessian and G-term on N images (one forward-over-reverse pass with d tangents per
 chunk of samples), their positive curvature, the full-space gradient norm, the loss, the mean
 softmax entropy and ‖Q̂ − Q‖. The model is LeNet-5 on N CIFAR-10-shaped N(0, 1) images.
 
-    python benchmarks/bench_inside.py --quick      # N = 128, d = 10, 4 seeds (about a minute on 2 cores)
-    python benchmarks/bench_inside.py              # N = 3,000, d = 50, 8 seeds (the paper's Fig. 6 size)
-    python benchmarks/bench_inside.py --seeds 2 --repeats 1   # that size on a 2-core CPU (~10 min)
+    python benchmarks/bench_many_inits.py --quick      # N = 128, d = 10, 4 seeds (about a minute on 2 cores)
+    python benchmarks/bench_many_inits.py              # N = 3,000, d = 50, 8 seeds (the paper's Fig. 6 size)
+    python benchmarks/bench_many_inits.py --seeds 2 --repeats 1   # that size on a 2-core CPU (~10 min)
 
 Reports compile times apart (first call minus the median run), then the median of ``--repeats`` timed runs
 of each variant, and the largest relative difference between the two variants' statistics.
@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from gzone.experiments import many_inits as inside  # Fig. 6 study (was experiments.inside)
+from gzone.experiments import base, many_inits  # the Fig. 6 study and its base
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,20 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     dim = args.dim or (10 if args.quick else 50)
     seeds = args.seeds or (4 if args.quick else 8)
     shape = (28, 28, 1) if args.model == "lenet300" else (32, 32, 3)
-    config = inside.Fig6Config(model=args.model, dataset="gaussian", n_samples=n, dim=dim,
+    config = many_inits.Fig6Config(model=args.model, dataset="gaussian", n_samples=n, dim=dim,
                                n_inits=seeds, seeds_per_chunk=seeds)
-    setup = inside.make_setup(config, inside.load_data("gaussian", "train", n, data_dir=None,
+    setup = base.make_setup(config, base.load_data("gaussian", "train", n, data_dir=None,
                                                        shape=shape))
-    vconfig = dataclasses.replace(config, chunk_size=inside.fig6_chunk_size(setup, config))
+    vconfig = dataclasses.replace(config, chunk_size=many_inits.fig6_chunk_size(setup, config))
     one = dataclasses.replace(config, seeds_per_chunk=1)
-    lconfig = dataclasses.replace(one, chunk_size=inside.fig6_chunk_size(setup, one))
-    keys = inside.seed_keys(0, seeds)
+    lconfig = dataclasses.replace(one, chunk_size=many_inits.fig6_chunk_size(setup, one))
+    keys = many_inits.seed_keys(0, seeds)
     print(f"{args.model}: P = {setup.num_params}, N = {n}, d = {dim}, {seeds} seeds; "
           f"device {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs visible; "
           f"sample chunks: vmapped {vconfig.chunk_size}, loop {lconfig.chunk_size}")
 
-    batched = inside.batched_statistics(setup, vconfig)
-    looped = inside.looped_statistics(setup, lconfig)
+    batched = many_inits.batched_statistics(setup, vconfig)
+    looped = many_inits.looped_statistics(setup, lconfig)
     # first calls compile (one chunk body, the state draw and the finalisation) and run once
     start = time.perf_counter()
     out_v = jax.device_get(batched(keys, setup.x, setup.y))
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     first_l = time.perf_counter() - start
     out_l += [jax.device_get(looped(k, setup.x, setup.y)) for k in keys[1:]]
     rel = max(abs(float(out_l[i][f]) - float(out_v[f][i])) / max(abs(float(out_v[f][i])), 1e-12)
-              for i in range(seeds) for f in inside.FIG6_FIELDS)
+              for i in range(seeds) for f in many_inits.FIG6_FIELDS)
 
     t_v = [_timed(lambda: batched(keys, setup.x, setup.y)) for _ in range(args.repeats)]
     t_l = [_timed(lambda: [looped(k, setup.x, setup.y) for k in keys]) for _ in range(args.repeats)]
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed-up of vmap over the loop: {med_l / med_v:.2f}x; "
           f"largest relative difference of the statistics: {rel:.2e}")
     print("statistics of seed 0:", {f: round(float(np.asarray(out_v[f][0])), 4)
-                                    for f in inside.FIG6_FIELDS})
+                                    for f in many_inits.FIG6_FIELDS})
     return 0
 
 
