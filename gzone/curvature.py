@@ -58,6 +58,17 @@ class ProjectedCurvature(NamedTuple):
 # ----------------------------------------------------------------------------- sample chunking
 
 
+def params_dtype(params: Any) -> jnp.dtype:
+    """The dtype of ``ravel_pytree(params)`` (their common type), without concatenating them."""
+    return jnp.dtype(jnp.result_type(*[leaf.dtype for leaf in jax.tree_util.tree_leaves(params)]))
+
+
+def num_params(params: Any) -> int:
+    """P, the number of parameters, without concatenating them."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
+
+
+
 def _activation_floats_per_sample(apply_fn: ApplyFn, params: Any, x: jax.Array) -> int:
     """Number of intermediate values one sample produces in the forward pass (from its jaxpr)."""
     jaxpr = jax.make_jaxpr(apply_fn)(params, x[:1])
@@ -141,7 +152,7 @@ def prepare_batches(
         raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels")
     if len(x) == 0:
         raise ValueError("x holds no samples")
-    x = jnp.asarray(x, ravel_pytree(params)[0].dtype)
+    x = jnp.asarray(x, params_dtype(params))
     y = jnp.asarray(y, jnp.int32)
     if chunk_size is None:
         chunk_size = auto_chunk_size(apply_fn, params, x, num_tangents)
@@ -401,15 +412,13 @@ def projected(
     replaces the input layer's per-column weight gradients by one GEMM/convolution of the input
     with R's input-layer rows (:func:`projected_chunk`); ``None`` forces the generic pass.
     """
-    num_params = ravel_pytree(params)[0].size
-    if basis.ndim != 2 or basis.shape[0] != num_params:
-        raise ValueError(
-            f"basis must have shape (P, d) with P={num_params} parameters, got {basis.shape}"
-        )
-    if basis.shape[1] > num_params:
-        raise ValueError(f"subspace dimension d={basis.shape[1]} exceeds P={num_params}")
+    size = num_params(params)
+    if basis.ndim != 2 or basis.shape[0] != size:
+        raise ValueError(f"basis must have shape (P, d) with P={size} parameters, got {basis.shape}")
+    if basis.shape[1] > size:
+        raise ValueError(f"subspace dimension d={basis.shape[1]} exceeds P={size}")
     batches = as_batches(apply_fn, params, x, y, chunk_size, basis.shape[1])
-    temperature = jnp.asarray(temperature, ravel_pytree(params)[0].dtype)
+    temperature = jnp.asarray(temperature, params_dtype(params))
     input_layer = resolve_input_layer(apply_fn, params, batches.x[0], input_layer)
     columns = basis_columns(params, basis, input_layer)
     gterm = hterm = loss = grad = 0.0
@@ -484,7 +493,7 @@ def matvec(term: str, apply_fn: ApplyFn) -> Callable[..., jax.Array]:
     chunk_product = _CHUNK_PRODUCTS[term]
 
     def term_matvec(v: jax.Array, params: Any, batches: Batches, temperature: jax.Array) -> jax.Array:
-        v = v.astype(ravel_pytree(params)[0].dtype)
+        v = v.astype(params_dtype(params))
         return sum(chunk_product(apply_fn, params, v, x, y, w, temperature) for x, y, w in zip(*batches))
 
     term_matvec.__name__ = term_matvec.__qualname__ = f"{term}_matvec"
@@ -499,10 +508,10 @@ def block_matvec(term: str, apply_fn: ApplyFn, offset: int, size: int) -> Callab
     full = matvec(term, apply_fn)
 
     def block(v1: jax.Array, params: Any, batches: Batches, temperature: jax.Array) -> jax.Array:
-        num_params = ravel_pytree(params)[0].size
-        if offset < 0 or offset + size > num_params:
-            raise ValueError(f"block {offset}..{offset + size} exceeds P={num_params}")
-        v = jnp.zeros((num_params,), v1.dtype).at[offset: offset + size].set(v1)
+        total = num_params(params)
+        if offset < 0 or offset + size > total:
+            raise ValueError(f"block {offset}..{offset + size} exceeds P={total}")
+        v = jnp.zeros((total,), v1.dtype).at[offset: offset + size].set(v1)
         return full(v, params, batches, temperature)[offset: offset + size]
 
     block.__name__ = block.__qualname__ = f"{term}_block_matvec"
@@ -525,7 +534,7 @@ def operator(
     The data are padded and stacked here, once (or pass :class:`Batches`)."""
     _check_term(term)
     batches = as_batches(apply_fn, params, x, y, chunk_size)
-    temperature = jnp.asarray(temperature, ravel_pytree(params)[0].dtype)
+    temperature = jnp.asarray(temperature, params_dtype(params))
     return lanczos.Operator(matvec(term, apply_fn), (params, batches, temperature))
 
 
@@ -572,5 +581,5 @@ def loss_and_gradient(
     sums. Pass :class:`Batches` to pad and stack the data once for many calls (then a call costs
     what a lean jitted ``value_and_grad`` on the arrays does)."""
     batches = as_batches(apply_fn, params, x, y, chunk_size)
-    temperature = jnp.asarray(temperature, ravel_pytree(params)[0].dtype)
+    temperature = jnp.asarray(temperature, params_dtype(params))
     return _loss_and_flat_gradient(apply_fn, params, batches, temperature)

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from gzone import curvature, hutchinson
 from gzone import lanczos as lz
@@ -161,8 +160,7 @@ def full_space_curvature(
         raise ValueError(f"num_probes must be >= 2 for a standard error, got {num_probes}")
     if num_iters < 1 or top_k < 1 or density_probes < 1:
         raise ValueError("num_iters, top_k and density_probes must be positive")
-    flat = ravel_pytree(params)[0]
-    dim, dtype = flat.size, flat.dtype
+    dim, dtype = curvature.num_params(params), curvature.params_dtype(params)
     num_iters = min(num_iters, dim)
     top_k = min(top_k, num_iters)
     batches = curvature.as_batches(apply_fn, params, x, y, chunk_size)
