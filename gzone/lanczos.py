@@ -10,9 +10,7 @@
 * Hutchinson-type trace and Frobenius estimators live in :mod:`gzone.hutchinson` (same operators,
   dtypes and probes).
 
-The operator may be indefinite and rank-deficient.
-
-Dtypes. Every entry point works in the dtype of its inputs unless one is given: ``v0``'s dtype
+The operator may be indefinite and rank-deficient. Dtypes: every entry point works in the dtype of its inputs unless one is given: ``v0``'s dtype
 where a start vector is passed, else the dtype of the operator's output (found with
 ``jax.eval_shape``, nothing is computed), so a float64 operator is never silently run in float32.
 A ``dtype`` that is given is honoured as given — also one lower than the operator's, e.g.
@@ -26,16 +24,14 @@ sync). ``driver="host"`` runs a Python loop over one jitted Lanczos step with do
 ``driver="auto"`` picks ``"host"`` on CPU and ``"fori"`` elsewhere: on CPU, XLA compiles
 convolutions inside loop bodies much less efficiently (a LeNet-5 Hessian-vector product ran ~7x
 slower inside ``fori_loop`` than jitted alone), whereas on GPU/TPU the fused loop avoids per-step
-dispatch. Both drivers execute the same step function and give the same numbers.
+dispatch. Both drivers execute the same step function and agree to rounding.
 
 Matvecs have the form ``matvec(v, *params)`` (matfree style; a plain ``v -> A v`` needs no
 params), or are an :class:`Operator`, which binds such a function to its operands. Compiled code is
 cached by jax per matvec *function* (a static argument) and per array shape, so pass one fixed
 function and feed what changes between calls (network parameters, data batches) through
 ``*params`` or an :class:`Operator`'s operands: nothing is recompiled. A fresh closure per call
-recompiles each time (and jax's cache keeps it, with whatever it captured, alive).
-
-Building blocks, composed by :func:`eigsh`, :func:`slq_quadrature`, :func:`spectral_density` and
+recompiles each time (and jax's cache keeps it, with whatever it captured, alive). Building blocks, composed by :func:`eigsh`, :func:`slq_quadrature`, :func:`spectral_density` and
 :mod:`gzone.fullspace`: :func:`lanczos_tridiag`, :func:`select_ritz`, :func:`gauss_quadrature`,
 :func:`residual_norms`, :func:`probe_vector`, :func:`density_grid` and
 :func:`density_from_quadrature` (one width rule), :func:`apply` and :func:`apply_block`.
