@@ -1,0 +1,275 @@
+"""Full-batch training of (α-scaled) networks: ICML paper Sec. 5 (and the engine of App. E and of
+Fort & Scherlis' training studies).
+
+* :func:`effective_lr` — the paper's learning rate for an α-scaled network of degree L,
+  η = η0 · α^(2 − L): with it, and the temperature T = α^L, training ``scale(θ0, α)`` is exactly α
+  times training θ0 (Eq. 3; tested), so η0 is comparable across α.
+* :func:`train` — full-batch GD (``optax.sgd``, no momentum: the paper) or Adam (``optax.adam``)
+  on the temperature cross-entropy, true or random labels; steps run in jit-compiled blocks of
+  ``log_every`` steps between logs (one host sync per log), the data laid out once as
+  :class:`gzone.curvature.Batches` (exact full-batch sums over chunks). Each log records the
+  metrics of :data:`HISTORY_FIELDS` at the parameters *before* that step's update, including the
+  sharpness — the largest-magnitude Hessian eigenvalue by gzone's Lanczos, warm-started from the
+  previous log's eigenvector (the authors use 20 steps of power iteration from a fresh start; 20
+  Lanczos steps reach 1e-7 relative where power iteration needs ~300, PERFORMANCE-NOTES).
+* Divergence: the first step whose loss or updated parameters are not finite stops the run; the
+  parameters stay at the last finite ones, :attr:`TrainResult.diverged_at` names the step, and no
+  non-finite value enters the history.
+
+Not yet here (issue #10): the vmapped grid of runs, checkpoints, the trainability study and script.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from gzone import curvature, lanczos, metrics, objective
+
+OPTIMIZERS = ("gd", "adam")
+LABELS = ("true", "random-fixed", "random-per-step")
+DRIVERS = ("auto", "scan", "host")
+HISTORY_FIELDS = (
+    "step", "loss", "train_accuracy", "test_accuracy", "sharpness", "gradient_norm",
+    "parameter_norm", "cos_param_neg_gradient", "cos_param_init", "zero_logit_samples",
+    "zero_logit_entries", "entropy",
+)
+
+
+class TrainResult(NamedTuple):
+    """Final parameters, the history (one entry per logged step, step 0 included; numpy arrays
+    of equal length keyed by :data:`HISTORY_FIELDS`) and the first non-finite step (or None)."""
+
+    params: Any
+    history: dict[str, np.ndarray]
+    diverged_at: int | None
+
+
+def effective_lr(lr0: float, alpha: float, degree: int) -> float:
+    """η0 · α^(2 − L), the learning rate of an α-scaled network homogeneous of degree L."""
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    return lr0 * alpha ** (2 - degree)
+
+
+@functools.cache
+def make_optimizer(name: str) -> optax.GradientTransformation:
+    """``"gd"``: optax.sgd (no momentum); ``"adam"``: optax.adam (default betas, eps) — with the
+    learning rate a state hyperparameter (``optax.inject_hyperparams``), so one compiled step
+    serves every learning rate; one object per name (a static argument of the compiled steps)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return optax.inject_hyperparams(optax.sgd if name == "gd" else optax.adam)(learning_rate=1.0)
+
+
+def init_optimizer(name: str, params: Any, lr: float | jax.Array) -> Any:
+    """The optimizer state of :func:`make_optimizer` ``(name)`` for ``params`` at learning rate ``lr``."""
+    state = make_optimizer(name).init(params)
+    state.hyperparams["learning_rate"] = jnp.asarray(lr, curvature.params_dtype(params))
+    return state
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _labels_at(labels: str, base: jax.Array, key: jax.Array, step: jax.Array, k: int) -> jax.Array:
+    """The labels trained on at ``step``: the true (or once-drawn random) ones, or fresh uniform
+    random labels from ``fold_in(key, step)``."""
+    if labels == "random-per-step":
+        return jax.random.randint(jax.random.fold_in(key, step), base.shape, 0, k, base.dtype)
+    return base
+
+
+def _loss(apply_fn, params, batches: curvature.Batches, temperature) -> jax.Array:
+    """Full-batch temperature cross-entropy, exact sum over the chunks."""
+    return sum(objective.cross_entropy(apply_fn(params, x), y, temperature, w)
+               for x, y, w in zip(*batches))
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key):
+    """One update; once a loss or update is non-finite the state freezes and the step is kept."""
+    params, opt_state, diverged_at = carry
+    batch = batches._replace(y=_labels_at(labels, batches.y, key, step, k))
+    loss, grad = jax.value_and_grad(lambda p: _loss(apply_fn, p, batch, temperature))(params)
+    updates, new_state = optimizer.update(grad, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    bad_loss = ~jnp.isfinite(loss) | ~_all_finite(grad)
+    bad = bad_loss | ~_all_finite(new_params)
+    first = jnp.where(bad_loss, step, step + 1).astype(diverged_at.dtype)
+    diverged_at = jnp.where((diverged_at < 0) & bad, first, diverged_at)
+    keep = diverged_at >= 0
+
+    def select(new, old):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(keep, b, a), new, old)
+
+    return select(new_params, params), select(new_state, opt_state), diverged_at
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5,))
+def _scan_block(apply_fn, optimizer, labels, k, num_steps, carry, start, batches, temperature, key):
+    """``num_steps`` updates in one ``lax.scan`` (one compiled program, no host sync)."""
+
+    def body(c, step):
+        return _step(apply_fn, optimizer, labels, k, c, step, batches, temperature, key), None
+
+    return jax.lax.scan(body, carry, start + jnp.arange(num_steps, dtype=jnp.int32))[0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4,))
+def _host_step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key):
+    return _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key)
+
+
+def _run_block(driver, apply_fn, optimizer, labels, k, num_steps, carry, start, *operands):
+    if driver == "scan":
+        return _scan_block(apply_fn, optimizer, labels, k, num_steps, carry, jnp.int32(start),
+                           *operands)
+    for step in range(start, start + num_steps):  # convolutions inside XLA loops are slow on CPU
+        carry = _host_step(apply_fn, optimizer, labels, k, carry, jnp.int32(step), *operands)
+    return carry
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _log_metrics(apply_fn, params, params0, batches, temperature):
+    """Metrics at ``params`` on ``batches`` (labels as trained on), weighted full-batch means."""
+    loss, grad = jax.value_and_grad(lambda p: _loss(apply_fn, p, batches, temperature))(params)
+    flat, g, flat0 = ravel_pytree(params)[0], ravel_pytree(grad)[0], ravel_pytree(params0)[0]
+    sums = jnp.zeros(4, flat.dtype)
+    for x, y, w in zip(*batches):
+        z = apply_fn(params, x)
+        p = objective.probs(z, temperature)
+        zero = z == 0
+        sums = sums + jnp.stack([
+            jnp.sum(w * (jnp.argmax(z, -1) == y)), jnp.sum(w * jnp.all(zero, -1)),
+            jnp.sum(w * jnp.mean(zero, -1)), jnp.sum(w * metrics.softmax_entropy(p))])
+    return {"loss": loss, "train_accuracy": sums[0], "zero_logit_samples": sums[1],
+            "zero_logit_entries": sums[2], "entropy": sums[3],
+            "gradient_norm": jnp.linalg.norm(g), "parameter_norm": jnp.linalg.norm(flat),
+            "cos_param_neg_gradient": metrics.cosine_similarity(flat, -g),
+            "cos_param_init": metrics.cosine_similarity(flat, flat0)}
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _accuracy(apply_fn, params, batches):
+    return sum(jnp.sum(w * (jnp.argmax(apply_fn(params, x), -1) == y)) for x, y, w in zip(*batches))
+
+
+def sharpness_of(
+    apply_fn, params: Any, batches: curvature.Batches, temperature: float | jax.Array = 1.0, *,
+    num_iters: int = 20, v0: jax.Array | None = None, key: jax.Array | None = None,
+) -> tuple[float, jax.Array]:
+    """(λ, v): the largest-magnitude eigenvalue of the full-batch Hessian and its unit eigenvector,
+    by ``num_iters`` Lanczos steps (:func:`gzone.lanczos.eigsh`, ``which="LM"``) from ``v0`` (the
+    previous log's eigenvector, a warm start) or a Gaussian vector from ``key``."""
+    op = curvature.hessian_operator(apply_fn, params, batches, None, temperature)
+    dim = curvature.num_params(params)
+    res = lanczos.eigsh(op, dim, 1, key=jax.random.key(0) if key is None else key,
+                        num_iters=min(num_iters, dim), which="LM", v0=v0)
+    return float(res.eigenvalues[0]), res.eigenvectors[:, 0]
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _check(lr, steps, log_every, optimizer, labels, key, driver) -> None:
+    if not (isinstance(lr, (int, float, np.floating)) and np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    for name, value in (("steps", steps), ("log_every", log_every)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if log_every > steps:
+        raise ValueError(f"log_every={log_every} exceeds steps={steps}")
+    make_optimizer(optimizer)
+    if labels not in LABELS:
+        raise ValueError(f"unknown labels {labels!r}; choose one of {', '.join(LABELS)}")
+    if labels != "true" and key is None:
+        raise ValueError(f"labels={labels!r} draws random labels: pass key")
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown driver {driver!r}; choose one of {', '.join(DRIVERS)}")
+
+
+def train(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    lr: float,
+    steps: int,
+    log_every: int = 100,
+    x_test: jax.Array | None = None,
+    y_test: jax.Array | None = None,
+    optimizer: str = "gd",
+    temperature: float = 1.0,
+    labels: str = "true",
+    sharpness: bool = True,
+    key: jax.Array | None = None,
+    sharpness_iters: int = 20,
+    chunk_size: int | None = None,
+    driver: str = "auto",
+) -> TrainResult:
+    """Train ``params`` for ``steps`` full-batch steps; log every ``log_every`` steps (and at 0 and
+    at the end). See the module docstring; ``history["test_accuracy"]`` is NaN without a test
+    set and ``history["sharpness"]`` NaN with ``sharpness=False`` (not measured, never a value).
+    ``driver``: ``"scan"`` (one ``lax.scan`` per block), ``"host"`` (a Python loop over one jitted
+    step, for convolutional models on CPU) or ``"auto"`` (host on CPU, scan elsewhere)."""
+    _check(lr, steps, log_every, optimizer, labels, key, driver)
+    if driver == "auto":
+        driver = "host" if jax.default_backend() == "cpu" else "scan"
+    dtype = curvature.params_dtype(params)
+    batches = curvature.prepare_batches(apply_fn, params, x, y, chunk_size)
+    test = (None if x_test is None else
+            curvature.prepare_batches(apply_fn, params, x_test, y_test, chunk_size))
+    k = int(jax.eval_shape(apply_fn, params, batches.x[0]).shape[-1])
+    key = jax.random.key(0) if key is None else key
+    key_labels, key_steps, key_sharp = jax.random.split(key, 3)
+    if labels == "random-fixed":
+        batches = batches._replace(y=jax.random.randint(key_labels, batches.y.shape, 0, k, batches.y.dtype))
+    temperature = jnp.asarray(temperature, dtype)
+    opt = make_optimizer(optimizer)
+    params0 = params
+    start = jax.tree_util.tree_map(jnp.copy, params)  # the blocks donate their state
+    carry = (start, init_optimizer(optimizer, start, lr), jnp.asarray(-1, jnp.int32))
+    history: dict[str, list[float]] = {f: [] for f in HISTORY_FIELDS}
+    vector, diverged_at, step = None, None, 0
+    log_steps = sorted({*range(0, steps, log_every), steps})
+    for target in log_steps:
+        if target > step:
+            carry = _run_block(driver, apply_fn, opt, labels, k, target - step, carry, step,
+                               batches, temperature, key_steps)
+            first_bad = int(carry[2])
+            if first_bad >= 0:
+                diverged_at = first_bad
+                break
+            step = target
+        current = batches._replace(y=_labels_at(labels, batches.y, key_steps, jnp.int32(step), k))
+        row = jax.device_get(_log_metrics(apply_fn, carry[0], params0, current, temperature))
+        if not all(np.isfinite(v) for v in row.values()):  # a non-finite metric at a finite loss
+            diverged_at = step
+            break
+        row["step"] = step
+        row["test_accuracy"] = (float(_accuracy(apply_fn, carry[0], test)) if test is not None
+                                else float("nan"))
+        row["sharpness"] = float("nan")
+        if sharpness:
+            row["sharpness"], vector = sharpness_of(
+                apply_fn, carry[0], current, temperature, num_iters=sharpness_iters, v0=vector,
+                key=jax.random.fold_in(key_sharp, step))
+        for f in HISTORY_FIELDS:
+            history[f].append(float(row[f]))
+    out = {f: np.asarray(v, np.int64 if f == "step" else np.float64) for f, v in history.items()}
+    return TrainResult(carry[0], out, diverged_at)

@@ -1,0 +1,166 @@
+"""Training engine (gzone.training) against hand-written updates and direct computations on a tiny
+MLP in float64, and the paper's Eq. (3) scaling identity."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+from test_curvature import dense_terms, tiny_problem
+
+from gzone import metrics, models, objective, training
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return tiny_problem("mlp", n=11)
+
+
+def _loss(model, params, x, y, temperature=1.0):
+    return objective.cross_entropy(model.apply(params, x), y, temperature)
+
+
+@pytest.mark.parametrize("driver", ["scan", "host"])
+def test_gd_steps_equal_hand_written_updates(problem, driver):
+    model, params, x, y = problem
+    lr, steps = 0.3, 3
+    got = training.train(model.apply, params, x, y, lr=lr, steps=steps, log_every=steps,
+                         sharpness=False, driver=driver)
+    want = params
+    for _ in range(steps):
+        g = jax.grad(lambda p: _loss(model, p, x, y))(want)
+        want = jax.tree_util.tree_map(lambda a, b: a - lr * b, want, g)
+    np.testing.assert_allclose(ravel_pytree(got.params)[0], ravel_pytree(want)[0], rtol=1e-10, atol=1e-12)
+    assert got.diverged_at is None and list(got.history["step"]) == [0, steps]
+
+
+def test_adam_matches_optax_adam(problem):
+    import optax
+
+    model, params, x, y = problem
+    got = training.train(model.apply, params, x, y, lr=0.01, steps=4, log_every=2,
+                         optimizer="adam", sharpness=False, driver="scan")
+    opt = optax.adam(0.01)
+    state, want = opt.init(params), params
+    for _ in range(4):
+        g = jax.grad(lambda p: _loss(model, p, x, y))(want)
+        updates, state = opt.update(g, state, want)
+        want = optax.apply_updates(want, updates)
+    np.testing.assert_allclose(ravel_pytree(got.params)[0], ravel_pytree(want)[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.3, 4.0])
+def test_eq3_scaled_training_is_alpha_times_unscaled(problem, alpha):
+    # f(αθ) = α^L f(θ): at T = α^L with lr·α², training scale(θ0, α) is exactly α·(training θ0)
+    model, params, x, y = problem
+    degree = model.homogeneity_degree
+    kw = {"steps": 5, "log_every": 5, "sharpness": False, "driver": "scan"}
+    base = training.train(model.apply, params, x, y, lr=0.2, **kw)
+    scaled = training.train(model.apply, models.scale(params, alpha), x, y, lr=0.2 * alpha**2,
+                            temperature=alpha**degree, **kw)
+    np.testing.assert_allclose(ravel_pytree(scaled.params)[0], alpha * ravel_pytree(base.params)[0],
+                               rtol=1e-10, atol=1e-12 * alpha)
+    np.testing.assert_allclose(scaled.history["loss"], base.history["loss"], rtol=1e-10)
+    assert training.effective_lr(0.2, alpha, 2) == pytest.approx(0.2)
+    assert training.effective_lr(0.2, alpha, degree) == pytest.approx(0.2 * alpha ** (2 - degree))
+
+
+def test_logged_metrics_equal_direct_computations(problem):
+    model, params, x, y = problem
+    res = training.train(model.apply, params, x, y, lr=0.5, steps=4, log_every=2, x_test=x[:5],
+                         y_test=y[:5], temperature=0.7, sharpness=True, sharpness_iters=200,
+                         driver="scan")
+    h = res.history
+    assert set(training.HISTORY_FIELDS) <= set(h) and len({len(v) for v in h.values()}) == 1
+    assert list(h["step"]) == [0, 2, 4]
+    # replay the trajectory by hand and compare every metric at every logged step
+    theta, theta0 = params, ravel_pytree(params)[0]
+    for i in range(5):
+        if i % 2 == 0:
+            j = i // 2
+            z = model.apply(theta, x)
+            p = objective.probs(z, 0.7)
+            g = ravel_pytree(jax.grad(lambda q: _loss(model, q, x, y, 0.7))(theta))[0]
+            flat = ravel_pytree(theta)[0]
+            hess = np.asarray(dense_terms(model, theta, x, y, 0.7)[0])
+            lam = np.linalg.eigvalsh((hess + hess.T) / 2)
+            direct = {
+                "loss": _loss(model, theta, x, y, 0.7),
+                "train_accuracy": np.mean(np.asarray(jnp.argmax(z, -1) == y)),
+                "test_accuracy": np.mean(np.asarray(jnp.argmax(model.apply(theta, x[:5]), -1) == y[:5])),
+                "gradient_norm": jnp.linalg.norm(g), "parameter_norm": jnp.linalg.norm(flat),
+                "cos_param_neg_gradient": flat @ -g / (jnp.linalg.norm(flat) * jnp.linalg.norm(g)),
+                "cos_param_init": flat @ theta0 / (jnp.linalg.norm(flat) * jnp.linalg.norm(theta0)),
+                "zero_logit_samples": np.mean(np.asarray(jnp.all(z == 0, -1))),
+                "zero_logit_entries": np.mean(np.asarray(z == 0)),
+                "entropy": jnp.mean(metrics.softmax_entropy(p)),
+                "sharpness": lam[np.argmax(np.abs(lam))],
+            }
+            for name, value in direct.items():
+                np.testing.assert_allclose(h[name][j], float(value), rtol=1e-8, atol=1e-12, err_msg=name)
+        g = jax.grad(lambda q: _loss(model, q, x, y, 0.7))(theta)
+        theta = jax.tree_util.tree_map(lambda a, b: a - 0.5 * b, theta, g)
+
+
+def test_zero_logits_are_counted():
+    # a ReLU MLP whose last hidden layer is dead outputs exactly zero logits
+    model, params, x, y = tiny_problem("mlp", n=11)
+    dead = jax.tree_util.tree_map(lambda a: a, params)
+    dead["params"]["dense2"]["kernel"] = -jnp.abs(dead["params"]["dense2"]["kernel"]) * 0
+    res = training.train(model.apply, dead, x, y, lr=0.1, steps=1, log_every=1, sharpness=False)
+    assert res.history["zero_logit_samples"][0] == pytest.approx(1.0, rel=1e-12)
+    assert res.history["zero_logit_entries"][0] == pytest.approx(1.0, rel=1e-12)
+    alive = training.train(model.apply, params, x, y, lr=0.1, steps=1, log_every=1, sharpness=False)
+    assert alive.history["zero_logit_samples"][0] == 0.0
+
+
+def test_divergence_is_flagged_and_never_written(problem):
+    model, params, x, y = problem
+    res = training.train(model.apply, models.scale(params, 30.0), x, y, lr=1e30, steps=40,
+                         log_every=10, sharpness=False, driver="scan")
+    assert res.diverged_at is not None and 0 < res.diverged_at <= 40
+    for name, values in res.history.items():
+        if name not in ("test_accuracy", "sharpness"):  # NaN by design here: not measured
+            assert np.all(np.isfinite(values)), name
+    assert res.history["step"][-1] < res.diverged_at
+    assert np.all(np.isfinite(ravel_pytree(res.params)[0]))  # the last finite parameters
+
+
+def test_random_labels(problem):
+    model, params, x, y = problem
+    kw = {"lr": 0.1, "steps": 2, "log_every": 1, "sharpness": False, "key": jax.random.key(3)}
+    fixed = training.train(model.apply, params, x, y, labels="random-fixed", **kw)
+    again = training.train(model.apply, params, x, y, labels="random-fixed", **kw)
+    per_step = training.train(model.apply, params, x, y, labels="random-per-step", **kw)
+    true = training.train(model.apply, params, x, y, **kw)
+    np.testing.assert_array_equal(fixed.history["loss"], again.history["loss"])
+    assert fixed.history["loss"][0] != true.history["loss"][0]
+    assert per_step.history["loss"][1] != fixed.history["loss"][1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"lr": 0.0}, "lr must be"), ({"lr": -1.0}, "lr must be"), ({"steps": 0}, "steps must be"),
+     ({"log_every": 5, "steps": 2}, "log_every=5 exceeds"), ({"optimizer": "sgdm"}, "unknown optimizer"),
+     ({"labels": "shuffled"}, "unknown labels"), ({"labels": "random-fixed"}, "pass key")],
+)
+def test_bad_input_is_one_line_error(problem, kwargs, match):
+    model, params, x, y = problem
+    args = {"lr": 0.1, "steps": 2, "log_every": 1, **kwargs}
+    with pytest.raises(ValueError, match=match) as info:
+        training.train(model.apply, params, x, y, **args)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        training.effective_lr(0.1, 0.0, 3)
+
+
+def test_new_learning_rate_compiles_nothing_and_float32_stays_float32(compilations):
+    model, params, x, y = tiny_problem("mlp", dtype=jnp.float32, n=11)
+    kw = {"steps": 4, "log_every": 2, "sharpness": True, "sharpness_iters": 10, "driver": "scan"}
+    first = training.train(model.apply, params, x, y, lr=0.1, **kw)
+    assert ravel_pytree(first.params)[0].dtype == jnp.float32
+    with compilations() as compiled:
+        training.train(model.apply, params, x, y, lr=0.37, **kw)  # the lr is optimizer state
+    assert compiled == []
