@@ -116,27 +116,39 @@ def _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key
     return select(new_params, params), select(new_state, opt_state), diverged_at
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5,))
-def _scan_block(apply_fn, optimizer, labels, k, num_steps, carry, start, batches, temperature, key):
+def _steps(apply_fn, optimizer, labels, k, batched, carry, step, batches, temperature, key):
+    """One update of one run, or (``batched``) of every run of a grid: ``jax.vmap`` over the
+    leading axis of the state and of the temperatures (same data, labels and step)."""
+    if not batched:
+        return _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key)
+    return jax.vmap(lambda c, t: _step(apply_fn, optimizer, labels, k, c, step, batches, t, key))(
+        carry, temperature)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
+def _scan_block(apply_fn, optimizer, labels, k, batched, num_steps, carry, start, batches,
+                temperature, key):
     """``num_steps`` updates in one ``lax.scan`` (one compiled program, no host sync)."""
 
     def body(c, step):
-        return _step(apply_fn, optimizer, labels, k, c, step, batches, temperature, key), None
+        return _steps(apply_fn, optimizer, labels, k, batched, c, step, batches, temperature,
+                      key), None
 
     return jax.lax.scan(body, carry, start + jnp.arange(num_steps, dtype=jnp.int32))[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4,))
-def _host_step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key):
-    return _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5,))
+def _host_step(apply_fn, optimizer, labels, k, batched, carry, step, batches, temperature, key):
+    return _steps(apply_fn, optimizer, labels, k, batched, carry, step, batches, temperature, key)
 
 
-def _run_block(driver, apply_fn, optimizer, labels, k, num_steps, carry, start, *operands):
+def _run_block(driver, apply_fn, optimizer, labels, k, batched, num_steps, carry, start, *operands):
     if driver == "scan":
-        return _scan_block(apply_fn, optimizer, labels, k, num_steps, carry, jnp.int32(start),
-                           *operands)
+        return _scan_block(apply_fn, optimizer, labels, k, batched, num_steps, carry,
+                           jnp.int32(start), *operands)
     for step in range(start, start + num_steps):  # convolutions inside XLA loops are slow on CPU
-        carry = _host_step(apply_fn, optimizer, labels, k, carry, jnp.int32(step), *operands)
+        carry = _host_step(apply_fn, optimizer, labels, k, batched, carry, jnp.int32(step),
+                           *operands)
     return carry
 
 
@@ -256,8 +268,8 @@ def train(
     log_steps = sorted({*range(0, steps, log_every), steps})
     for target in log_steps:
         if target > step:
-            carry = _run_block(driver, apply_fn, opt, labels, k, target - step, carry, step,
-                               batches, temperature, key_steps)
+            carry = _run_block(driver, apply_fn, opt, labels, k, False, target - step, carry,
+                               step, batches, temperature, key_steps)
             first_bad = int(carry[2])
             if first_bad >= 0:
                 diverged_at = first_bad
@@ -284,3 +296,141 @@ def train(
             history[f].append(float(row[f]))
     out = {f: np.asarray(v, np.int64 if f == "step" else np.float64) for f, v in history.items()}
     return TrainResult(carry[0], out, diverged_at)
+
+
+# ----------------------------------------------------------------------------- grids
+
+
+class GridResult(NamedTuple):
+    """A grid of G runs: final parameters (leading axis G), the history (each field (G, logs);
+    entries after a run's divergence are NaN — not measured — and its ``diverged_at`` says so),
+    and ``diverged_at`` (G,) with −1 for runs that did not diverge."""
+
+    params: Any
+    history: dict[str, np.ndarray]
+    diverged_at: np.ndarray
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _grid_metrics(apply_fn, params, params0, batches, temperature):
+    return jax.vmap(lambda p, p0, t: _log_metrics(apply_fn, p, p0, batches, t))(
+        params, params0, temperature)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _grid_accuracy(apply_fn, params, batches):
+    return jax.vmap(lambda p: _accuracy(apply_fn, p, batches))(params)
+
+
+def _grid_slice(tree: Any, lo: int, hi: int) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[lo:hi], tree)
+
+
+def train_grid(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    lr: jax.Array,
+    steps: int,
+    log_every: int = 100,
+    x_test: jax.Array | None = None,
+    y_test: jax.Array | None = None,
+    optimizer: str = "gd",
+    temperature: float | jax.Array = 1.0,
+    labels: str = "true",
+    sharpness: bool = True,
+    key: jax.Array | None = None,
+    sharpness_iters: int = 20,
+    sharpness_warm_iters: int = 5,
+    sharpness_tol: float = 1e-3,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    driver: str = "auto",
+) -> GridResult:
+    """G runs of :func:`train` at once: ``params`` with a leading axis G (e.g. α·θ0(seed) for each
+    (α, lr0, seed) point), ``lr`` (G,) and ``temperature`` scalar or (G,); the same data and
+    labels for all. The updates are one program ``jax.vmap``-ped over the points, ``batch_size``
+    points at a time (all by default) to bound memory; a run that diverges is frozen and flagged
+    while the others go on. Sharpness (as in :func:`train`) is estimated point by point at each
+    log. Results equal :func:`train` run point by point (tested)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    num_points = int(leaves[0].shape[0])
+    lr = np.broadcast_to(np.asarray(lr, np.float64), (num_points,))
+    for value in lr:
+        _check(float(value), steps, log_every, optimizer, labels, key, driver)
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if driver == "auto":
+        driver = "host" if jax.default_backend() == "cpu" else "scan"
+    point0 = _grid_slice(params, 0, 1)
+    point0 = jax.tree_util.tree_map(lambda a: a[0], point0)
+    dtype = curvature.params_dtype(params)
+    batches = curvature.prepare_batches(apply_fn, point0, x, y, chunk_size)
+    test = (None if x_test is None else
+            curvature.prepare_batches(apply_fn, point0, x_test, y_test, chunk_size))
+    k = int(jax.eval_shape(apply_fn, point0, batches.x[0]).shape[-1])
+    key = jax.random.key(0) if key is None else key
+    key_labels, key_steps, key_sharp = jax.random.split(key, 3)
+    if labels == "random-fixed":
+        batches = batches._replace(y=jax.random.randint(key_labels, batches.y.shape, 0, k, batches.y.dtype))
+    temperatures = jnp.broadcast_to(jnp.asarray(temperature, dtype), (num_points,))
+    opt = make_optimizer(optimizer)
+    log_steps = sorted({*range(0, steps, log_every), steps})
+    size = num_points if batch_size is None else min(batch_size, num_points)
+    outputs = []
+    for lo in range(0, num_points, size):
+        hi = min(lo + size, num_points)
+        p0 = _grid_slice(params, lo, hi)
+        start = jax.tree_util.tree_map(jnp.copy, p0)
+        state = jax.vmap(lambda p, r: init_optimizer(optimizer, p, r))(start, jnp.asarray(lr[lo:hi], dtype))
+        carry = (start, state, jnp.full((hi - lo,), -1, jnp.int32))
+        temps = temperatures[lo:hi]
+        rows: list[dict[str, np.ndarray]] = []
+        vectors: list[jax.Array | None] = [None] * (hi - lo)
+        step = 0
+        for target in log_steps:
+            if target > step:
+                carry = _run_block(driver, apply_fn, opt, labels, k, True, target - step, carry,
+                                   step, batches, temps, key_steps)
+                step = target
+            diverged = np.asarray(carry[2])
+            current = batches._replace(y=_labels_at(labels, batches.y, key_steps, jnp.int32(step), k))
+            row = {f: np.asarray(v, np.float64) for f, v in
+                   jax.device_get(_grid_metrics(apply_fn, carry[0], p0, current, temps)).items()}
+            stopped = (diverged >= 0) | ~np.all([np.isfinite(v) for v in row.values()], axis=0)
+            row["test_accuracy"] = (np.asarray(_grid_accuracy(apply_fn, carry[0], test), np.float64)
+                                    if test is not None else np.full(hi - lo, np.nan))
+            row["sharpness"] = np.full(hi - lo, np.nan)
+            row["sharpness_residual"] = np.full(hi - lo, np.nan)
+            for i in np.flatnonzero(~stopped if sharpness else []):
+                point = jax.tree_util.tree_map(lambda a, i=i: a[i], carry[0])
+                estimate = functools.partial(sharpness_of, apply_fn, point, current, temps[i],
+                                             key=jax.random.fold_in(key_sharp, step))
+                lam, residual, new = estimate(v0=vectors[i], num_iters=(
+                    sharpness_iters if vectors[i] is None else sharpness_warm_iters))
+                if vectors[i] is not None and not residual <= sharpness_tol * abs(lam):
+                    lam, residual, new = estimate(v0=vectors[i], num_iters=sharpness_iters)
+                row["sharpness"][i], row["sharpness_residual"][i], vectors[i] = lam, residual, new
+            # a metric that is not finite at a finite loss stops that run here too
+            late = (diverged < 0) & stopped
+            carry = (carry[0], carry[1], jnp.asarray(np.where(late, step, diverged), jnp.int32))
+            for f in row:
+                row[f] = np.where(stopped, np.nan, row[f])
+            row["step"] = np.full(hi - lo, step)
+            rows.append(row)
+            if stopped.all():
+                break
+        history = {f: np.stack([r[f] for r in rows], axis=1) for f in HISTORY_FIELDS}
+        history["step"] = history["step"].astype(np.int64)
+        outputs.append((carry[0], history, np.asarray(carry[2])))
+    params_out = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[o[0] for o in outputs])
+    width = max(o[1]["step"].shape[1] for o in outputs)
+
+    def pad(a: np.ndarray) -> np.ndarray:  # batches that stopped early: NaN (not measured)
+        fill = -1 if a.dtype == np.int64 else np.nan
+        return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
+
+    history = {f: np.concatenate([pad(o[1][f]) for o in outputs]) for f in HISTORY_FIELDS}
+    return GridResult(params_out, history, np.concatenate([o[2] for o in outputs]))

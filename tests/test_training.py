@@ -183,3 +183,27 @@ def test_warm_sharpness_falls_back_when_its_residual_is_large(problem):
             assert res.history["sharpness_residual"][i // 2] < 1e-8 * np.abs(lam).max()
         g = jax.grad(lambda q: _loss(model, q, x, y))(theta)
         theta = jax.tree_util.tree_map(lambda a, b: a - 2.0 * b, theta, g)
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_grid_equals_single_runs_and_freezes_diverged_points(problem, batch_size):
+    model, params, x, y = problem
+    points = [(0.5, 0.3), (1.0, 0.3), (2.0, 0.05), (30.0, 1e30)]  # (alpha, lr); the last diverges
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                     *[models.scale(params, a) for a, _ in points])
+    kw = {"steps": 6, "log_every": 2, "x_test": x[:4], "y_test": y[:4], "driver": "scan",
+          "sharpness_iters": 200, "sharpness_warm_iters": 200}
+    grid = training.train_grid(model.apply, stacked, x, y, lr=[lr for _, lr in points],
+                               batch_size=batch_size, **kw)
+    assert grid.history["loss"].shape == (4, 4)
+    for i, (alpha, lr) in enumerate(points):
+        single = training.train(model.apply, models.scale(params, alpha), x, y, lr=lr, **kw)
+        n = len(single.history["step"])
+        for f in training.HISTORY_FIELDS:
+            np.testing.assert_allclose(grid.history[f][i, :n], single.history[f], rtol=1e-9,
+                                       atol=1e-12, err_msg=f"{f} at point {i}")
+        assert np.all(np.isnan(grid.history["loss"][i, n:]))  # after divergence: not measured
+        np.testing.assert_allclose(ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], grid.params))[0],
+                                   ravel_pytree(single.params)[0], rtol=1e-10, atol=1e-12)
+        assert grid.diverged_at[i] == (-1 if single.diverged_at is None else single.diverged_at)
+    assert grid.diverged_at[-1] > 0 and (grid.diverged_at[:-1] == -1).all()
