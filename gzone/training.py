@@ -1,9 +1,9 @@
 """Full-batch training of (α-scaled) networks: ICML paper Sec. 5 (and the engine of App. E and of
 Fort & Scherlis' training studies).
 
-* :func:`effective_lr` — the paper's learning rate for an α-scaled network of degree L,
-  η = η0 · α^(2 − L): with it, and the temperature T = α^L, training ``scale(θ0, α)`` is exactly α
-  times training θ0 (Eq. 3; tested), so η0 is comparable across α.
+* :func:`effective_lr` — the paper's learning rate for an α-scaled network of degree L at T = 1,
+  η = η0 · α^(2 − L), so that η0 is comparable across α. Behind it, Eq. (3): at T = α^L and with
+  the learning rate times α², training ``scale(θ0, α)`` is exactly α times training θ0 (tested).
 * :func:`train` — full-batch GD (``optax.sgd``, no momentum: the paper) or Adam (``optax.adam``)
   on the temperature cross-entropy, true or random labels; steps run in jit-compiled blocks of
   ``log_every`` steps between logs (one host sync per log), the data laid out once as
@@ -16,7 +16,9 @@ Fort & Scherlis' training studies).
   parameters stay at the last finite ones, :attr:`TrainResult.diverged_at` names the step, and no
   non-finite value enters the history.
 
-Not yet here (issue #10): the vmapped grid of runs, checkpoints, the trainability study and script.
+* :func:`train_grid` — many runs as one program vmapped over (parameters, learning rate, T).
+
+Not yet here (issue #10): sharding of grids, checkpoints, the trainability study and script.
 """
 
 from __future__ import annotations
@@ -195,6 +197,20 @@ def sharpness_of(
     return float(res.eigenvalues[0]), float(res.residual_norms[0]), res.eigenvectors[:, 0]
 
 
+def warm_sharpness(
+    apply_fn, params: Any, batches: curvature.Batches, temperature, vector: jax.Array | None, *,
+    key: jax.Array, iters: int, warm_iters: int, tol: float,
+) -> tuple[float, float, jax.Array]:
+    """:func:`sharpness_of` with ``iters`` Lanczos steps from scratch (``vector`` None), else
+    ``warm_iters`` from ``vector``, rerun with ``iters`` (still warm) when the relative residual
+    ‖Hv − λv‖/|λ| exceeds ``tol``. Returns (λ, residual, eigenvector)."""
+    estimate = functools.partial(sharpness_of, apply_fn, params, batches, temperature, key=key)
+    lam, residual, new = estimate(v0=vector, num_iters=iters if vector is None else warm_iters)
+    if vector is not None and not residual <= tol * abs(lam):
+        lam, residual, new = estimate(v0=vector, num_iters=iters)
+    return lam, residual, new
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -285,13 +301,10 @@ def train(
                                 else float("nan"))
         row["sharpness"] = row["sharpness_residual"] = float("nan")
         if sharpness:
-            estimate = functools.partial(sharpness_of, apply_fn, carry[0], current, temperature,
-                                         key=jax.random.fold_in(key_sharp, step))
-            lam, residual, new = estimate(v0=vector, num_iters=(
-                sharpness_iters if vector is None else sharpness_warm_iters))
-            if vector is not None and not residual <= sharpness_tol * abs(lam):
-                lam, residual, new = estimate(v0=vector, num_iters=sharpness_iters)
-            row["sharpness"], row["sharpness_residual"], vector = lam, residual, new
+            row["sharpness"], row["sharpness_residual"], vector = warm_sharpness(
+                apply_fn, carry[0], current, temperature, vector,
+                key=jax.random.fold_in(key_sharp, step), iters=sharpness_iters,
+                warm_iters=sharpness_warm_iters, tol=sharpness_tol)
         for f in HISTORY_FIELDS:
             history[f].append(float(row[f]))
     out = {f: np.asarray(v, np.int64 if f == "step" else np.float64) for f, v in history.items()}
@@ -406,13 +419,10 @@ def train_grid(
             row["sharpness_residual"] = np.full(hi - lo, np.nan)
             for i in np.flatnonzero(~stopped if sharpness else []):
                 point = jax.tree_util.tree_map(lambda a, i=i: a[i], carry[0])
-                estimate = functools.partial(sharpness_of, apply_fn, point, current, temps[i],
-                                             key=jax.random.fold_in(key_sharp, step))
-                lam, residual, new = estimate(v0=vectors[i], num_iters=(
-                    sharpness_iters if vectors[i] is None else sharpness_warm_iters))
-                if vectors[i] is not None and not residual <= sharpness_tol * abs(lam):
-                    lam, residual, new = estimate(v0=vectors[i], num_iters=sharpness_iters)
-                row["sharpness"][i], row["sharpness_residual"][i], vectors[i] = lam, residual, new
+                row["sharpness"][i], row["sharpness_residual"][i], vectors[i] = warm_sharpness(
+                    apply_fn, point, current, temps[i], vectors[i],
+                    key=jax.random.fold_in(key_sharp, step), iters=sharpness_iters,
+                    warm_iters=sharpness_warm_iters, tol=sharpness_tol)
             # a metric that is not finite at a finite loss stops that run here too
             late = (diverged < 0) & stopped
             carry = (carry[0], carry[1], jnp.asarray(np.where(late, step, diverged), jnp.int32))
