@@ -231,6 +231,27 @@ def _check(lr, steps, log_every, optimizer, labels, key, driver) -> None:
         raise ValueError(f"unknown driver {driver!r}; choose one of {', '.join(DRIVERS)}")
 
 
+class _Data(NamedTuple):
+    batches: curvature.Batches  # training data, labels as trained on (random-fixed drawn here)
+    test: curvature.Batches | None
+    num_classes: int
+    key_steps: jax.Array  # per-step random labels
+    key_sharpness: jax.Array
+
+
+def _prepare_data(apply_fn, params, x, y, x_test, y_test, chunk_size, labels, key) -> _Data:
+    """The data of a run (or of every run of a grid; ``params`` of one run), laid out once."""
+    batches = curvature.prepare_batches(apply_fn, params, x, y, chunk_size)
+    test = (None if x_test is None else
+            curvature.prepare_batches(apply_fn, params, x_test, y_test, chunk_size))
+    k = int(jax.eval_shape(apply_fn, params, batches.x[0]).shape[-1])
+    key_labels, key_steps, key_sharp = jax.random.split(jax.random.key(0) if key is None else key, 3)
+    if labels == "random-fixed":
+        batches = batches._replace(
+            y=jax.random.randint(key_labels, batches.y.shape, 0, k, batches.y.dtype))
+    return _Data(batches, test, k, key_steps, key_sharp)
+
+
 def train(
     apply_fn: Callable,
     params: Any,
@@ -266,14 +287,8 @@ def train(
     if driver == "auto":
         driver = "host" if jax.default_backend() == "cpu" else "scan"
     dtype = curvature.params_dtype(params)
-    batches = curvature.prepare_batches(apply_fn, params, x, y, chunk_size)
-    test = (None if x_test is None else
-            curvature.prepare_batches(apply_fn, params, x_test, y_test, chunk_size))
-    k = int(jax.eval_shape(apply_fn, params, batches.x[0]).shape[-1])
-    key = jax.random.key(0) if key is None else key
-    key_labels, key_steps, key_sharp = jax.random.split(key, 3)
-    if labels == "random-fixed":
-        batches = batches._replace(y=jax.random.randint(key_labels, batches.y.shape, 0, k, batches.y.dtype))
+    batches, test, k, key_steps, key_sharp = _prepare_data(
+        apply_fn, params, x, y, x_test, y_test, chunk_size, labels, key)
     temperature = jnp.asarray(temperature, dtype)
     opt = make_optimizer(optimizer)
     params0 = params
@@ -377,17 +392,10 @@ def train_grid(
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     if driver == "auto":
         driver = "host" if jax.default_backend() == "cpu" else "scan"
-    point0 = _grid_slice(params, 0, 1)
-    point0 = jax.tree_util.tree_map(lambda a: a[0], point0)
+    point0 = jax.tree_util.tree_map(lambda a: a[0], params)
     dtype = curvature.params_dtype(params)
-    batches = curvature.prepare_batches(apply_fn, point0, x, y, chunk_size)
-    test = (None if x_test is None else
-            curvature.prepare_batches(apply_fn, point0, x_test, y_test, chunk_size))
-    k = int(jax.eval_shape(apply_fn, point0, batches.x[0]).shape[-1])
-    key = jax.random.key(0) if key is None else key
-    key_labels, key_steps, key_sharp = jax.random.split(key, 3)
-    if labels == "random-fixed":
-        batches = batches._replace(y=jax.random.randint(key_labels, batches.y.shape, 0, k, batches.y.dtype))
+    batches, test, k, key_steps, key_sharp = _prepare_data(
+        apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
     temperatures = jnp.broadcast_to(jnp.asarray(temperature, dtype), (num_points,))
     opt = make_optimizer(optimizer)
     log_steps = sorted({*range(0, steps, log_every), steps})
