@@ -203,7 +203,7 @@ def test_grid_equals_single_runs_and_freezes_diverged_points(problem, batch_size
             np.testing.assert_allclose(grid.history[f][i, :n], single.history[f], rtol=1e-9,
                                        atol=1e-12, err_msg=f"{f} at point {i}")
         assert np.all(np.isnan(grid.history["loss"][i, n:]))  # after divergence: not measured
-        np.testing.assert_allclose(ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], grid.params))[0],
+        np.testing.assert_allclose(ravel_pytree(jax.tree_util.tree_map(lambda a, i=i: a[i], grid.params))[0],
                                    ravel_pytree(single.params)[0], rtol=1e-10, atol=1e-12)
         assert grid.diverged_at[i] == (-1 if single.diverged_at is None else single.diverged_at)
     assert grid.diverged_at[-1] > 0 and (grid.diverged_at[:-1] == -1).all()
