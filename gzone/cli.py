@@ -357,6 +357,20 @@ def apply_dtype(config: Any) -> bool:
     return False
 
 
+def configure(
+    argv: Sequence[str] | None,
+    parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+    build_config: Callable[[argparse.Namespace], tuple[Any, dict[str, str]]],
+) -> tuple[argparse.Namespace, Any, dict[str, str]]:
+    """Both scripts' front half: parse ``argv``, build the config (``build_config`` returns it and
+    how each field was spelled), then switch JAX to 64-bit iff its dtype is float64
+    (:func:`apply_dtype`, before any JAX array exists)."""
+    args = parse_args(argv)
+    config, spellings = build_config(args)
+    apply_dtype(config)
+    return args, config, spellings
+
+
 def use_backend(show: bool) -> None:
     """Select the matplotlib backend before pyplot is imported: ``Agg`` (files only) unless
     ``show``, then matplotlib's own choice (``$MPLBACKEND``, matplotlibrc, else an interactive

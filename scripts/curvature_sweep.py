@@ -62,14 +62,10 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
 
 
 def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Any, dict[str, str]]:
-    """Parse, build the config and switch JAX to 64-bit iff its dtype is float64 (before any
-    JAX array exists)."""
+    """Parse, build the config and switch JAX to 64-bit iff its dtype is float64 (cli.configure)."""
     from gzone import cli
 
-    args = parse_args(argv)
-    config, spellings = build_config(args)
-    cli.apply_dtype(config)
-    return args, config, spellings
+    return cli.configure(argv, parse_args, build_config)
 
 
 def print_rows(rows: list[dict], x: str) -> None:
