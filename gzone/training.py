@@ -18,12 +18,13 @@ Fort & Scherlis' training studies).
 
 * :func:`train_grid` — many runs as one program vmapped over (parameters, learning rate, T).
 
-Not yet here (issue #10): sharding of grids, checkpoints, the trainability study and script.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from gzone import curvature, lanczos, metrics, objective
+from gzone import curvature, lanczos, metrics, objective, sharding
 
 OPTIMIZERS = ("gd", "adam")
 LABELS = ("true", "random-fixed", "random-per-step")
@@ -211,7 +212,7 @@ def warm_sharpness(
     return lam, residual, new
 
 
-# ----------------------------------------------------------------------------- train
+# ----------------------------------------------------------------------------- checks and data
 
 
 def _check(lr, steps, log_every, optimizer, labels, key, driver) -> None:
@@ -252,6 +253,206 @@ def _prepare_data(apply_fn, params, x, y, x_test, y_test, chunk_size, labels, ke
     return _Data(batches, test, k, key_steps, key_sharp)
 
 
+class _Settings(NamedTuple):
+    """What a batch of runs shares (everything but the per-point parameters, lr and T)."""
+
+    apply_fn: Callable
+    optimizer: str
+    labels: str
+    driver: str
+    steps: int
+    log_every: int
+    sharpness: bool
+    sharpness_iters: int
+    sharpness_warm_iters: int
+    sharpness_tol: float
+    key: jax.Array | None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _fingerprint(settings: _Settings, params0: Any, lr: np.ndarray, temps: np.ndarray) -> dict:
+    """What a checkpoint must match to be resumed: the run settings, the learning rates and
+    temperatures, and a hash of the initial parameters."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(params0):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    key = None if settings.key is None else np.asarray(jax.random.key_data(settings.key)).tolist()
+    return {"optimizer": settings.optimizer, "labels": settings.labels, "steps": settings.steps,
+            "log_every": settings.log_every, "sharpness": settings.sharpness,
+            "sharpness_iters": settings.sharpness_iters,
+            "sharpness_warm_iters": settings.sharpness_warm_iters,
+            "sharpness_tol": settings.sharpness_tol, "key": key,
+            "lr": [float(v) for v in lr], "temperature": [float(v) for v in temps],
+            "params0_sha256": digest.hexdigest()}
+
+
+def _checkpoint_manager(directory: str | os.PathLike) -> Any:
+    """An orbax ``CheckpointManager`` keeping the latest checkpoint of ``directory``, saving
+    synchronously (a save is complete, and atomic, when it returns) and local to this process (a
+    process of a multi-process grid checkpoints its own slice, without barriers)."""
+    import orbax.checkpoint as ocp
+
+    index = jax.process_index()
+    os.makedirs(directory, exist_ok=True)
+    return ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, enable_async_checkpointing=False, create=False,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=index, active_processes={index})))
+
+
+def _save(manager, step: int, carry, history, logged, vectors, has_vector, fingerprint) -> None:
+    import orbax.checkpoint as ocp
+
+    leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
+    state = {"leaves": leaves, "vectors": np.asarray(vectors), "has_vector": has_vector.astype(np.int8)}
+    meta = {"step": step, "fingerprint": fingerprint, "logged": [m.tolist() for m in logged],
+            "history": [{f: r[f].tolist() for f in HISTORY_FIELDS} for r in history]}
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)))
+    manager.wait_until_finished()
+
+
+def _restore(manager, carry, vectors, fingerprint, directory):
+    """(step, carry, history, logged, vectors, has_vector) of the latest checkpoint, or None."""
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step()
+    if step is None:
+        return None
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if meta["fingerprint"] != fingerprint:
+        differing = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
+        raise ValueError(f"checkpoint_dir {directory} holds a checkpoint of another run "
+                         f"(differs in {', '.join(differing)}); remove it or choose another "
+                         f"checkpoint_dir")
+    leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(carry))
+    target = {"leaves": [np.asarray(a) for a in leaves], "vectors": np.asarray(vectors),
+              "has_vector": np.zeros(len(vectors), np.int8)}
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    state = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+    restored = jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in state["leaves"]])
+    history = [{f: np.asarray(r[f], np.float64) for f in HISTORY_FIELDS} for r in meta["history"]]
+    logged = [np.asarray(m, bool) for m in meta["logged"]]
+    return (meta["step"], restored, history, logged, np.asarray(state["vectors"]),
+            np.asarray(state["has_vector"]).astype(bool))
+
+
+# ----------------------------------------------------------------------------- one batch of runs
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _grid_metrics(apply_fn, params, params0, batches, temperature):
+    return jax.vmap(lambda p, p0, t: _log_metrics(apply_fn, p, p0, batches, t))(
+        params, params0, temperature)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _grid_accuracy(apply_fn, params, batches):
+    return jax.vmap(lambda p: _accuracy(apply_fn, p, batches))(params)
+
+
+class _Batch(NamedTuple):
+    params: Any  # (G, ...) final parameters
+    history: list[dict[str, np.ndarray]]  # one row per log: field -> (G,), NaN where not logged
+    logged: list[np.ndarray]  # per log: (G,) bool, the point was measured there
+    diverged_at: np.ndarray  # (G,), -1: did not diverge
+
+
+def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, temps: np.ndarray,
+               *, devices: Any = None, checkpoint_dir: str | os.PathLike | None = None,
+               on_log: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
+               ) -> _Batch:
+    """G runs vmapped over the leading axis of ``params0`` / ``lr`` / ``temps`` (sharded over
+    ``devices`` when there are several), resumed from ``checkpoint_dir`` when it holds a
+    checkpoint of these runs and checkpointed there at every log."""
+    s = settings
+    num = len(lr)
+    dtype = curvature.params_dtype(params0)
+    opt = make_optimizer(s.optimizer)
+    mesh = sharding.points_mesh(devices)
+    width = mesh.devices.size
+
+    def place(tree):  # pad to a multiple of the devices and shard the points over them
+        padded = sharding.pad_points(jax.device_get(tree), width)[0]
+        return sharding.shard_points(padded, mesh) if width > 1 else jax.device_put(padded)
+
+    batches = sharding.replicate(data.batches, mesh) if width > 1 else data.batches
+    test = (sharding.replicate(data.test, mesh) if width > 1 and data.test is not None
+            else data.test)
+    p0 = place(params0)
+    temps_dev = place(jnp.asarray(temps, dtype))
+    state = jax.vmap(lambda p, r: init_optimizer(s.optimizer, p, r))(
+        params0, jnp.asarray(lr, dtype))
+    carry = (params0, state, np.full((num,), -1, np.int32))
+    dim = curvature.num_params(jax.tree_util.tree_map(lambda a: a[0], params0))
+    vectors, has_vector = np.zeros((num, dim), dtype), np.zeros(num, bool)
+    history: list[dict[str, np.ndarray]] = []
+    logged: list[np.ndarray] = []
+    step = 0
+    manager = fingerprint = None
+    if checkpoint_dir is not None:
+        manager = _checkpoint_manager(checkpoint_dir)
+        fingerprint = _fingerprint(s, params0, lr, temps)
+        restored = _restore(manager, carry, vectors, fingerprint, checkpoint_dir)
+        if restored is not None:
+            step, carry, history, logged, vectors, has_vector = restored
+    carry = place(carry)
+    log_steps = sorted({*range(0, s.steps, s.log_every), s.steps})
+    done = bool(history) and (step == s.steps or not logged[-1].any())
+    for target in ([] if done else [t for t in log_steps if t > step or not history]):
+        if target > step:
+            carry = _run_block(s.driver, s.apply_fn, opt, s.labels, data.num_classes, True,
+                               target - step, carry, step, batches, temps_dev, data.key_steps)
+            step = target
+        diverged = np.asarray(carry[2])[:num]
+        current = batches._replace(
+            y=_labels_at(s.labels, batches.y, data.key_steps, jnp.int32(step), data.num_classes))
+        row = {f: np.asarray(v, np.float64)[:num] for f, v in
+               jax.device_get(_grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev)).items()}
+        stopped = (diverged >= 0) | ~np.all([np.isfinite(v) for v in row.values()], axis=0)
+        row["test_accuracy"] = (np.asarray(_grid_accuracy(s.apply_fn, carry[0], test),
+                                           np.float64)[:num]
+                                if test is not None else np.full(num, np.nan))
+        row["sharpness"], row["sharpness_residual"] = np.full(num, np.nan), np.full(num, np.nan)
+        for i in np.flatnonzero(~stopped if s.sharpness else []):
+            point = jax.tree_util.tree_map(lambda a, i=i: a[i], carry[0])
+            lam, residual, vector = warm_sharpness(
+                s.apply_fn, point, current, jnp.asarray(temps[i], dtype),
+                vectors[i] if has_vector[i] else None,
+                key=jax.random.fold_in(data.key_sharpness, step), iters=s.sharpness_iters,
+                warm_iters=s.sharpness_warm_iters, tol=s.sharpness_tol)
+            row["sharpness"][i], row["sharpness_residual"][i] = lam, residual
+            vectors[i], has_vector[i] = np.asarray(vector), True
+        # a metric that is not finite at a finite loss stops that run here too
+        late = (diverged < 0) & stopped
+        if late.any():
+            flags = np.asarray(carry[2]).copy()
+            flags[:num] = np.where(late, step, diverged)
+            carry = (carry[0], carry[1], place(flags[:num]))
+        for f in row:
+            row[f] = np.where(stopped, np.nan, row[f])
+        row["step"] = np.full(num, float(step))
+        history.append(row)
+        logged.append(~stopped)
+        if on_log is not None:
+            on_log(step, row, ~stopped)
+        if manager is not None:
+            host = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
+            _save(manager, step, host, history, logged, vectors, has_vector, fingerprint)
+        if stopped.all():
+            break
+    final = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
+    return _Batch(jax.tree_util.tree_map(jnp.asarray, final[0]), history, logged, final[2])
+
+
+# ----------------------------------------------------------------------------- train
+
+
 def train(
     apply_fn: Callable,
     params: Any,
@@ -273,6 +474,8 @@ def train(
     sharpness_tol: float = 1e-3,
     chunk_size: int | None = None,
     driver: str = "auto",
+    checkpoint_dir: str | os.PathLike | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``params`` for ``steps`` full-batch steps; log every ``log_every`` steps (and at 0 and
     at the end). See the module docstring; ``history["test_accuracy"]`` is NaN without a test
@@ -282,48 +485,36 @@ def train(
     residual ‖Hv − λv‖/|λ| exceeds ``sharpness_tol`` (early training, where the top eigenvector
     turns fast); ``history["sharpness_residual"]`` is ‖Hv − λv‖ of the estimate kept.
     ``driver``: ``"scan"`` (one ``lax.scan`` per block), ``"host"`` (a Python loop over one jitted
-    step, for convolutional models on CPU) or ``"auto"`` (host on CPU, scan elsewhere)."""
-    _check(lr, steps, log_every, optimizer, labels, key, driver)
-    if driver == "auto":
-        driver = "host" if jax.default_backend() == "cpu" else "scan"
-    dtype = curvature.params_dtype(params)
-    batches, test, k, key_steps, key_sharp = _prepare_data(
-        apply_fn, params, x, y, x_test, y_test, chunk_size, labels, key)
-    temperature = jnp.asarray(temperature, dtype)
-    opt = make_optimizer(optimizer)
-    params0 = params
-    start = jax.tree_util.tree_map(jnp.copy, params)  # the blocks donate their state
-    carry = (start, init_optimizer(optimizer, start, lr), jnp.asarray(-1, jnp.int32))
-    history: dict[str, list[float]] = {f: [] for f in HISTORY_FIELDS}
-    vector, diverged_at, step = None, None, 0
-    log_steps = sorted({*range(0, steps, log_every), steps})
-    for target in log_steps:
-        if target > step:
-            carry = _run_block(driver, apply_fn, opt, labels, k, False, target - step, carry,
-                               step, batches, temperature, key_steps)
-            first_bad = int(carry[2])
-            if first_bad >= 0:
-                diverged_at = first_bad
-                break
-            step = target
-        current = batches._replace(y=_labels_at(labels, batches.y, key_steps, jnp.int32(step), k))
-        row = jax.device_get(_log_metrics(apply_fn, carry[0], params0, current, temperature))
-        if not all(np.isfinite(v) for v in row.values()):  # a non-finite metric at a finite loss
-            diverged_at = step
-            break
-        row["step"] = step
-        row["test_accuracy"] = (float(_accuracy(apply_fn, carry[0], test)) if test is not None
-                                else float("nan"))
-        row["sharpness"] = row["sharpness_residual"] = float("nan")
-        if sharpness:
-            row["sharpness"], row["sharpness_residual"], vector = warm_sharpness(
-                apply_fn, carry[0], current, temperature, vector,
-                key=jax.random.fold_in(key_sharp, step), iters=sharpness_iters,
-                warm_iters=sharpness_warm_iters, tol=sharpness_tol)
-        for f in HISTORY_FIELDS:
-            history[f].append(float(row[f]))
-    out = {f: np.asarray(v, np.int64 if f == "step" else np.float64) for f, v in history.items()}
-    return TrainResult(carry[0], out, diverged_at)
+    step, for convolutional models on CPU) or ``"auto"`` (host on CPU, scan elsewhere).
+    ``checkpoint_dir``: the state (parameters, optimizer state, step, history so far, the
+    sharpness eigenvector) is saved there at every log (orbax, atomically); a run started on a
+    directory holding a checkpoint of the same run resumes from it and ends with exactly the
+    history of an uninterrupted run (one of another run is refused). ``on_log(step, row)`` is
+    called with each logged row (field -> float) as it is measured.
+
+    One run is a grid of one point (:func:`train_grid`): the same compiled programs."""
+    stacked = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], params)
+    grid = train_grid(apply_fn, stacked, x, y, lr=[lr], steps=steps, log_every=log_every,
+                      x_test=x_test, y_test=y_test, optimizer=optimizer, temperature=temperature,
+                      labels=labels, sharpness=sharpness, key=key, sharpness_iters=sharpness_iters,
+                      sharpness_warm_iters=sharpness_warm_iters, sharpness_tol=sharpness_tol,
+                      chunk_size=chunk_size, driver=driver, devices=jax.local_devices()[:1],
+                      checkpoint_dir=checkpoint_dir,
+                      on_log=None if on_log is None else _single_row(on_log))
+    kept = np.isfinite(grid.history["loss"][0])
+    history = {f: grid.history[f][0][kept] for f in HISTORY_FIELDS}
+    history["step"] = history["step"].astype(np.int64)
+    params_out = jax.tree_util.tree_map(lambda a: a[0], grid.params)
+    diverged = int(grid.diverged_at[0])
+    return TrainResult(params_out, history, None if diverged < 0 else diverged)
+
+
+def _single_row(on_log: Callable[[int, dict[str, float]], None]) -> Callable:
+    def call(step: int, row: dict[str, np.ndarray], logged: np.ndarray) -> None:
+        if logged[0]:
+            on_log(step, {f: float(v[0]) for f, v in row.items()})
+
+    return call
 
 
 # ----------------------------------------------------------------------------- grids
@@ -337,21 +528,6 @@ class GridResult(NamedTuple):
     params: Any
     history: dict[str, np.ndarray]
     diverged_at: np.ndarray
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _grid_metrics(apply_fn, params, params0, batches, temperature):
-    return jax.vmap(lambda p, p0, t: _log_metrics(apply_fn, p, p0, batches, t))(
-        params, params0, temperature)
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _grid_accuracy(apply_fn, params, batches):
-    return jax.vmap(lambda p: _accuracy(apply_fn, p, batches))(params)
-
-
-def _grid_slice(tree: Any, lo: int, hi: int) -> Any:
-    return jax.tree_util.tree_map(lambda a: a[lo:hi], tree)
 
 
 def train_grid(
@@ -376,13 +552,24 @@ def train_grid(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     driver: str = "auto",
+    devices: Any = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    on_log: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
 ) -> GridResult:
     """G runs of :func:`train` at once: ``params`` with a leading axis G (e.g. α·θ0(seed) for each
     (α, lr0, seed) point), ``lr`` (G,) and ``temperature`` scalar or (G,); the same data and
     labels for all. The updates are one program ``jax.vmap``-ped over the points, ``batch_size``
     points at a time (all by default) to bound memory; a run that diverges is frozen and flagged
     while the others go on. Sharpness (as in :func:`train`) is estimated point by point at each
-    log. Results equal :func:`train` run point by point (tested)."""
+    log. Results equal :func:`train` run point by point (tested).
+
+    ``devices`` (default: all local devices): the points of a batch are sharded over them (a 1-D
+    mesh, :mod:`gzone.sharding`; a batch is padded to a multiple of their number). A grid split
+    over processes gives each process its slice (:func:`gzone.sharding.process_points`).
+    ``checkpoint_dir``: each batch checkpoints into ``<checkpoint_dir>/batch-<first point>`` at
+    every log and resumes from there (see :func:`train`). ``on_log(step, row, logged)`` is called
+    at each log of each batch with the row (field -> (batch,) array) and which points were measured
+    (before that log's checkpoint is saved)."""
     leaves = jax.tree_util.tree_leaves(params)
     num_points = int(leaves[0].shape[0])
     lr = np.broadcast_to(np.asarray(lr, np.float64), (num_points,))
@@ -394,61 +581,26 @@ def train_grid(
         driver = "host" if jax.default_backend() == "cpu" else "scan"
     point0 = jax.tree_util.tree_map(lambda a: a[0], params)
     dtype = curvature.params_dtype(params)
-    batches, test, k, key_steps, key_sharp = _prepare_data(
-        apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
-    temperatures = jnp.broadcast_to(jnp.asarray(temperature, dtype), (num_points,))
-    opt = make_optimizer(optimizer)
-    log_steps = sorted({*range(0, steps, log_every), steps})
+    data = _prepare_data(apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
+    temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))
+    settings = _Settings(apply_fn, optimizer, labels, driver, steps, log_every, sharpness,
+                         sharpness_iters, sharpness_warm_iters, sharpness_tol, key)
     size = num_points if batch_size is None else min(batch_size, num_points)
     outputs = []
     for lo in range(0, num_points, size):
         hi = min(lo + size, num_points)
-        p0 = _grid_slice(params, lo, hi)
-        start = jax.tree_util.tree_map(jnp.copy, p0)
-        state = jax.vmap(lambda p, r: init_optimizer(optimizer, p, r))(start, jnp.asarray(lr[lo:hi], dtype))
-        carry = (start, state, jnp.full((hi - lo,), -1, jnp.int32))
-        temps = temperatures[lo:hi]
-        rows: list[dict[str, np.ndarray]] = []
-        vectors: list[jax.Array | None] = [None] * (hi - lo)
-        step = 0
-        for target in log_steps:
-            if target > step:
-                carry = _run_block(driver, apply_fn, opt, labels, k, True, target - step, carry,
-                                   step, batches, temps, key_steps)
-                step = target
-            diverged = np.asarray(carry[2])
-            current = batches._replace(y=_labels_at(labels, batches.y, key_steps, jnp.int32(step), k))
-            row = {f: np.asarray(v, np.float64) for f, v in
-                   jax.device_get(_grid_metrics(apply_fn, carry[0], p0, current, temps)).items()}
-            stopped = (diverged >= 0) | ~np.all([np.isfinite(v) for v in row.values()], axis=0)
-            row["test_accuracy"] = (np.asarray(_grid_accuracy(apply_fn, carry[0], test), np.float64)
-                                    if test is not None else np.full(hi - lo, np.nan))
-            row["sharpness"] = np.full(hi - lo, np.nan)
-            row["sharpness_residual"] = np.full(hi - lo, np.nan)
-            for i in np.flatnonzero(~stopped if sharpness else []):
-                point = jax.tree_util.tree_map(lambda a, i=i: a[i], carry[0])
-                row["sharpness"][i], row["sharpness_residual"][i], vectors[i] = warm_sharpness(
-                    apply_fn, point, current, temps[i], vectors[i],
-                    key=jax.random.fold_in(key_sharp, step), iters=sharpness_iters,
-                    warm_iters=sharpness_warm_iters, tol=sharpness_tol)
-            # a metric that is not finite at a finite loss stops that run here too
-            late = (diverged < 0) & stopped
-            carry = (carry[0], carry[1], jnp.asarray(np.where(late, step, diverged), jnp.int32))
-            for f in row:
-                row[f] = np.where(stopped, np.nan, row[f])
-            row["step"] = np.full(hi - lo, step)
-            rows.append(row)
-            if stopped.all():
-                break
-        history = {f: np.stack([r[f] for r in rows], axis=1) for f in HISTORY_FIELDS}
-        history["step"] = history["step"].astype(np.int64)
-        outputs.append((carry[0], history, np.asarray(carry[2])))
-    params_out = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[o[0] for o in outputs])
-    width = max(o[1]["step"].shape[1] for o in outputs)
+        directory = None if checkpoint_dir is None else os.path.join(checkpoint_dir, f"batch-{lo:06d}")
+        outputs.append(_run_batch(
+            settings, data, jax.tree_util.tree_map(lambda a, lo=lo, hi=hi: jnp.asarray(a[lo:hi], dtype), params),
+            lr[lo:hi], temperatures[lo:hi], devices=devices, checkpoint_dir=directory,
+            on_log=on_log))
+    params_out = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[o.params for o in outputs])
+    width = max(len(o.history) for o in outputs)
 
-    def pad(a: np.ndarray) -> np.ndarray:  # batches that stopped early: NaN (not measured)
-        fill = -1 if a.dtype == np.int64 else np.nan
-        return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
+    def column(o: _Batch, f: str) -> np.ndarray:  # (batch, width); logs a batch never reached: NaN
+        rows = np.stack([r[f] for r in o.history], axis=1)
+        return np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=np.nan)
 
-    history = {f: np.concatenate([pad(o[1][f]) for o in outputs]) for f in HISTORY_FIELDS}
-    return GridResult(params_out, history, np.concatenate([o[2] for o in outputs]))
+    history = {f: np.concatenate([column(o, f) for o in outputs]) for f in HISTORY_FIELDS}
+    history["step"] = np.where(np.isfinite(history["step"]), history["step"], -1).astype(np.int64)
+    return GridResult(params_out, history, np.concatenate([o.diverged_at for o in outputs]))

@@ -1,0 +1,74 @@
+"""Spread an independent leading axis (grid points, seeds, initialisations) over devices and
+processes.
+
+* Devices: :func:`points_mesh` is a 1-D mesh (axis ``"points"``) over the local devices;
+  :func:`shard_points` places every leaf's leading axis on it (``NamedSharding(mesh,
+  P("points"))``), :func:`replicate` copies shared operands (the data) to every device. A jitted
+  function of such arrays then runs SPMD: each device computes its slice of the points. The
+  leading axis must be a multiple of the device count: :func:`pad_points` repeats the last point
+  (its results are dropped by the caller).
+* Processes: :func:`process_points` is the slice of a grid one process runs (points ``i`` with
+  ``i % count == index``, so that each process gets a mix of the grid), from
+  ``jax.process_index()`` / ``jax.process_count()`` after ``jax.distributed.initialize()`` or
+  given explicitly. Processes share no arrays: each runs its slice on its own local devices and
+  writes its own records.
+
+On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) gives N
+host devices to test this with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "points"
+
+
+def points_mesh(devices: Sequence[Any] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"points"`` over ``devices`` (default: this process's devices)."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must name at least one device")
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def pad_points(tree: Any, multiple: int) -> tuple[Any, int]:
+    """``tree`` with its leading axis padded to a multiple of ``multiple`` by repeating the last
+    point, and the original length."""
+    size = int(jax.tree_util.tree_leaves(tree)[0].shape[0])
+    extra = -size % multiple
+    if extra == 0:
+        return tree, size
+
+    def pad(a):
+        return np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], extra, axis=0)])
+
+    return jax.tree_util.tree_map(pad, tree), size
+
+
+def shard_points(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of ``tree`` with its leading axis split over the mesh's ``"points"`` axis."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf of ``tree`` copied to every device of the mesh."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def process_points(num_points: int, index: int | None = None, count: int | None = None) -> np.ndarray:
+    """The indices of the points of a grid of ``num_points`` that process ``index`` of ``count``
+    runs (default: ``jax.process_index()`` of ``jax.process_count()``): ``index, index + count,
+    ...``. Every point belongs to exactly one process."""
+    index = jax.process_index() if index is None else index
+    count = jax.process_count() if count is None else count
+    if not (isinstance(count, (int, np.integer)) and count >= 1):
+        raise ValueError(f"process count must be a positive integer, got {count!r}")
+    if not (isinstance(index, (int, np.integer)) and 0 <= index < count):
+        raise ValueError(f"process index must be in [0, {count}), got {index!r}")
+    return np.arange(index, num_points, count)
