@@ -44,6 +44,7 @@ Record = dict[str, Any]
 FULL_SPACE_STREAM = 2  # zone: full-space Hutchinson / Lanczos / SLQ probes
 EIGVEC_STREAM = 3  # fig10: Lanczos start vector of the first-layer top eigenvector
 CURVATURE_BASIS_STREAM = 4  # fig10: orthonormal basis of its projected-curvature points
+TRAINING_LABELS_STREAM = 5  # trainability: random labels (drawn once, or per step)
 
 
 def stream_key(seed: int, stream: int) -> jax.Array:
