@@ -215,6 +215,30 @@ def warm_sharpness(
 # ----------------------------------------------------------------------------- checks and data
 
 
+def _has_convolution(jaxpr: Any) -> bool:
+    """Whether a jaxpr (or a closed one, or a tuple of them: sub-jaxprs in equation params)
+    contains a convolution."""
+    if isinstance(jaxpr, (tuple, list)):
+        return any(_has_convolution(j) for j in jaxpr)
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in getattr(jaxpr, "eqns", ()):
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        if any(_has_convolution(v) for v in eqn.params.values()
+               if hasattr(v, "eqns") or hasattr(v, "jaxpr") or isinstance(v, (tuple, list))):
+            return True
+    return False
+
+
+def auto_driver(apply_fn: Callable, params: Any, x: jax.Array) -> str:
+    """``"host"`` for a model with convolutions on CPU (XLA:CPU runs them slowly inside loops,
+    PERFORMANCE-NOTES), else ``"scan"``."""
+    if jax.default_backend() != "cpu":
+        return "scan"
+    jaxpr = jax.make_jaxpr(apply_fn)(params, x).jaxpr
+    return "host" if _has_convolution(jaxpr) else "scan"
+
+
 def _check(lr, steps, log_every, optimizer, labels, key, driver) -> None:
     if not (isinstance(lr, (int, float, np.floating)) and np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
@@ -485,7 +509,8 @@ def train(
     residual ‖Hv − λv‖/|λ| exceeds ``sharpness_tol`` (early training, where the top eigenvector
     turns fast); ``history["sharpness_residual"]`` is ‖Hv − λv‖ of the estimate kept.
     ``driver``: ``"scan"`` (one ``lax.scan`` per block), ``"host"`` (a Python loop over one jitted
-    step, for convolutional models on CPU) or ``"auto"`` (host on CPU, scan elsewhere).
+    step, for convolutional models on CPU) or ``"auto"`` (host for a convolutional model on CPU,
+    else scan: :func:`auto_driver`).
     ``checkpoint_dir``: the state (parameters, optimizer state, step, history so far, the
     sharpness eigenvector) is saved there at every log (orbax, atomically); a run started on a
     directory holding a checkpoint of the same run resumes from it and ends with exactly the
@@ -577,9 +602,9 @@ def train_grid(
         _check(float(value), steps, log_every, optimizer, labels, key, driver)
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    if driver == "auto":
-        driver = "host" if jax.default_backend() == "cpu" else "scan"
     point0 = jax.tree_util.tree_map(lambda a: a[0], params)
+    if driver == "auto":
+        driver = auto_driver(apply_fn, point0, x[:1])
     dtype = curvature.params_dtype(params)
     data = _prepare_data(apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
     temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))

@@ -207,3 +207,14 @@ def test_grid_equals_single_runs_and_freezes_diverged_points(problem, batch_size
                                    ravel_pytree(single.params)[0], rtol=1e-10, atol=1e-12)
         assert grid.diverged_at[i] == (-1 if single.diverged_at is None else single.diverged_at)
     assert grid.diverged_at[-1] > 0 and (grid.diverged_at[:-1] == -1).all()
+
+
+def test_auto_driver_loops_on_the_host_only_for_convolutions_on_cpu():
+    mlp, mlp_params, x, _ = tiny_problem("mlp", n=3)
+    cnn, cnn_params, xc, _ = tiny_problem("cnn", n=3)
+    on_cpu = jax.default_backend() == "cpu"
+    assert training.auto_driver(mlp.apply, mlp_params, x[:1]) == "scan"
+    assert training.auto_driver(cnn.apply, cnn_params, xc[:1]) == ("host" if on_cpu else "scan")
+    # a convolution inside a nested jaxpr (jit, vmap) is found too
+    nested = jax.jit(lambda p, v: jax.vmap(lambda u: cnn.apply(p, u[None]))(v))
+    assert training.auto_driver(nested, cnn_params, xc[:1]) == ("host" if on_cpu else "scan")

@@ -64,6 +64,30 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Named settings. ``default``: the embedded digits MLP 64-300-100-10, a few minutes on 2 CPU
+#: cores; ``fashion-cpu``: LeNet-300-100 on 1,000 Fashion-MNIST images for 1,000 steps (CPU
+#: scale, about ten minutes); ``lenet300-fashion`` / ``lenet5-cifar10``: the paper's full
+#: training sets and 20,000 steps (GPU work); ``tiny``: the tests and the notebook.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "num_alphas": 3, "num_lr0": 2,
+             "alpha_min": 0.1, "alpha_max": 10.0, "lr0_min": 0.03, "lr0_max": 0.3, "steps": 40,
+             "log_every": 20, "zone_samples": 200, "curve_alphas": (0.1, 10.0)},
+    "fashion-cpu": {"model": "lenet300", "dataset": "fashion_mnist", "n_train": 1000,
+                    "n_test": 1000, "num_alphas": 7, "alpha_min": 0.01, "alpha_max": 100.0,
+                    "num_lr0": 5, "lr0_min": 0.003, "lr0_max": 1.0, "steps": 1000,
+                    "log_every": 100, "zone_samples": 1000},
+    "lenet300-fashion": {"model": "lenet300", "dataset": "fashion_mnist", "n_train": None,
+                         "n_test": None, "num_alphas": 13, "alpha_min": 0.01, "alpha_max": 100.0,
+                         "num_lr0": 10, "lr0_min": 0.001, "lr0_max": 3.0, "steps": 20000,
+                         "log_every": 100, "batch_size": 16, "curve_alphas": (0.01, 1.0, 1000.0)},
+    "lenet5-cifar10": {"model": "lenet5", "dataset": "cifar10", "n_train": None, "n_test": None,
+                       "num_alphas": 13, "alpha_min": 0.01, "alpha_max": 100.0, "num_lr0": 10,
+                       "lr0_min": 0.001, "lr0_max": 3.0, "steps": 20000, "log_every": 100,
+                       "batch_size": 8},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainabilityConfig:
     """Fig. 8 / 9: full-batch training of alpha-scaled networks over (alpha, lr0, seed)."""
@@ -86,14 +110,14 @@ class TrainabilityConfig:
         "help": "initialisation scheme of theta0", "choices": tuple(models.INIT_SCHEMES)})
     alpha_min: float = dataclasses.field(default=0.01, metadata={"help": "smallest alpha (grid)"})
     alpha_max: float = dataclasses.field(default=100.0, metadata={"help": "largest alpha (grid)"})
-    num_alphas: int = dataclasses.field(default=9, metadata={"help": "alphas on the log grid"})
+    num_alphas: int = dataclasses.field(default=7, metadata={"help": "alphas on the log grid"})
     curve_alphas: tuple[float, ...] = dataclasses.field(default=(0.01, 1.0, 1000.0), metadata={
         "help": "alphas of --curves (Fig. 9), e.g. 0.01,1000"})
     lr0_min: float = dataclasses.field(default=0.003, metadata={"help": "smallest base lr0"})
     lr0_max: float = dataclasses.field(default=3.0, metadata={"help": "largest base lr0"})
-    num_lr0: int = dataclasses.field(default=7, metadata={"help": "lr0 values on the log grid"})
-    steps: int = dataclasses.field(default=1000, metadata={"help": "full-batch steps per run"})
-    log_every: int = dataclasses.field(default=100, metadata={"help": "steps between logs"})
+    num_lr0: int = dataclasses.field(default=5, metadata={"help": "lr0 values on the log grid"})
+    steps: int = dataclasses.field(default=500, metadata={"help": "full-batch steps per run"})
+    log_every: int = dataclasses.field(default=50, metadata={"help": "steps between logs"})
     seeds: int = dataclasses.field(default=1, metadata={"help": "seeds (initialisations) per point"})
     optimizer: str = dataclasses.field(default="gd", metadata={
         "help": "gd (the paper: no momentum) or adam", "choices": training.OPTIMIZERS})
@@ -141,6 +165,24 @@ def validate(config: TrainabilityConfig) -> None:
     if config.log_every > config.steps:
         raise ConfigError("log_every", f"{{name}}={config.log_every} exceeds {{other}}="
                                        f"{config.steps}", other="steps")
+
+
+def make_config(preset: str = "default", *, validate_config: bool = True,
+                **overrides: Any) -> TrainabilityConfig:
+    """The config of a named preset plus field overrides (None values ignored), validated
+    unless ``validate_config`` is False."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(TrainabilityConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"{NAME} has no option(s) {', '.join(unknown)}; options: "
+                         f"{', '.join(sorted(fields))}")
+    config = TrainabilityConfig(**{**PRESETS[preset],
+                                   **{k: v for k, v in overrides.items() if v is not None}})
+    if validate_config:
+        validate(config)
+    return config
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -233,7 +275,9 @@ class _Ticker:
     """A progress bar over (run, logged step) pairs, advanced from the logs as they come."""
 
     def __init__(self, progress: Progress | None, total: int) -> None:
-        self.bar: Iterator | None = None if progress is None else progress(iter(range(total)), total)
+        # iter(): a tqdm bar is iterable, not an iterator
+        self.bar: Iterator | None = (None if progress is None
+                                     else iter(progress(iter(range(total)), total)))
         self.left = total
 
     def advance(self, count: int) -> None:
