@@ -42,7 +42,7 @@ DRIVERS = ("auto", "scan", "host")
 HISTORY_FIELDS = (
     "step", "loss", "train_accuracy", "test_accuracy", "sharpness", "gradient_norm",
     "parameter_norm", "cos_param_neg_gradient", "cos_param_init", "zero_logit_samples",
-    "zero_logit_entries", "entropy", "sharpness_residual",
+    "zero_logit_entries", "entropy", "sharpness_residual", "sharpness_matvecs",
 )
 
 
@@ -201,15 +201,18 @@ def sharpness_of(
 def warm_sharpness(
     apply_fn, params: Any, batches: curvature.Batches, temperature, vector: jax.Array | None, *,
     key: jax.Array, iters: int, warm_iters: int, tol: float,
-) -> tuple[float, float, jax.Array]:
+) -> tuple[float, float, jax.Array, int]:
     """:func:`sharpness_of` with ``iters`` Lanczos steps from scratch (``vector`` None), else
-    ``warm_iters`` from ``vector``, rerun with ``iters`` (still warm) when the relative residual
-    ‖Hv − λv‖/|λ| exceeds ``tol``. Returns (λ, residual, eigenvector)."""
+    ``warm_iters`` from ``vector``, continued with ``iters`` more from that estimate's eigenvector
+    when the relative residual ‖Hv − λv‖/|λ| exceeds ``tol``. Returns (λ, residual, eigenvector,
+    Hessian-vector products spent)."""
     estimate = functools.partial(sharpness_of, apply_fn, params, batches, temperature, key=key)
-    lam, residual, new = estimate(v0=vector, num_iters=iters if vector is None else warm_iters)
+    first = iters if vector is None else warm_iters
+    lam, residual, new = estimate(v0=vector, num_iters=first)
     if vector is not None and not residual <= tol * abs(lam):
-        lam, residual, new = estimate(v0=vector, num_iters=iters)
-    return lam, residual, new
+        lam, residual, new = estimate(v0=new, num_iters=iters)
+        return lam, residual, new, first + iters
+    return lam, residual, new, first
 
 
 # ----------------------------------------------------------------------------- checks and data
@@ -442,15 +445,17 @@ def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, t
         row["test_accuracy"] = (np.asarray(_grid_accuracy(s.apply_fn, carry[0], test),
                                            np.float64)[:num]
                                 if test is not None else np.full(num, np.nan))
-        row["sharpness"], row["sharpness_residual"] = np.full(num, np.nan), np.full(num, np.nan)
+        for f in ("sharpness", "sharpness_residual", "sharpness_matvecs"):
+            row[f] = np.full(num, np.nan)
         for i in np.flatnonzero(~stopped if s.sharpness else []):
             point = jax.tree_util.tree_map(lambda a, i=i: a[i], carry[0])
-            lam, residual, vector = warm_sharpness(
+            lam, residual, vector, matvecs = warm_sharpness(
                 s.apply_fn, point, current, jnp.asarray(temps[i], dtype),
                 vectors[i] if has_vector[i] else None,
                 key=jax.random.fold_in(data.key_sharpness, step), iters=s.sharpness_iters,
                 warm_iters=s.sharpness_warm_iters, tol=s.sharpness_tol)
             row["sharpness"][i], row["sharpness_residual"][i] = lam, residual
+            row["sharpness_matvecs"][i] = matvecs
             vectors[i], has_vector[i] = np.asarray(vector), True
         # a metric that is not finite at a finite loss stops that run here too
         late = (diverged < 0) & stopped
@@ -505,9 +510,10 @@ def train(
     at the end). See the module docstring; ``history["test_accuracy"]`` is NaN without a test
     set and ``history["sharpness"]`` NaN with ``sharpness=False`` (not measured, never a value).
     Sharpness: ``sharpness_iters`` Lanczos steps at step 0; later, ``sharpness_warm_iters`` from
-    the previous log's eigenvector, repeated with ``sharpness_iters`` (still warm) when the relative
+    the previous log's eigenvector, continued with ``sharpness_iters`` from that estimate when the relative
     residual ‖Hv − λv‖/|λ| exceeds ``sharpness_tol`` (early training, where the top eigenvector
-    turns fast); ``history["sharpness_residual"]`` is ‖Hv − λv‖ of the estimate kept.
+    turns fast); ``history["sharpness_residual"]`` is ‖Hv − λv‖ of the estimate kept and
+    ``history["sharpness_matvecs"]`` the Hessian-vector products it cost.
     ``driver``: ``"scan"`` (one ``lax.scan`` per block), ``"host"`` (a Python loop over one jitted
     step, for convolutional models on CPU) or ``"auto"`` (host for a convolutional model on CPU,
     else scan: :func:`auto_driver`).

@@ -181,6 +181,8 @@ def test_warm_sharpness_falls_back_when_its_residual_is_large(problem):
             np.testing.assert_allclose(res.history["sharpness"][i // 2], lam[np.argmax(np.abs(lam))],
                                        rtol=1e-8)
             assert res.history["sharpness_residual"][i // 2] < 1e-8 * np.abs(lam).max()
+            # cold: 200 Lanczos steps; warm: 2, continued with 200 (the residual cannot pass at 2)
+            assert res.history["sharpness_matvecs"][i // 2] == (200 if i == 0 else 202)
         g = jax.grad(lambda q: _loss(model, q, x, y))(theta)
         theta = jax.tree_util.tree_map(lambda a, b: a - 2.0 * b, theta, g)
 
