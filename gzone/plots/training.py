@@ -185,6 +185,17 @@ def _lr0_colors(lr0s: list[float], name: str = "plasma") -> dict[float, tuple]:
     return {lr0: cmap(s) for lr0, s in zip(lr0s, spots)}
 
 
+def _panel_row(count: int, width: float) -> tuple[plt.Figure, np.ndarray]:
+    """A row of ``count`` panels (one, saying "no log records", when there are none) with a
+    shared y axis, each ``width`` inches wide."""
+    cols = max(count, 1)
+    fig, axes = plt.subplots(1, cols, figsize=(width * cols + 1.5, 3.5), sharey=True, squeeze=False)
+    if not count:
+        axes[0, 0].text(0.5, 0.5, "no log records", transform=axes[0, 0].transAxes, ha="center",
+                        va="center")
+    return fig, axes[0]
+
+
 def fig9_figure(records: list[Record], *, title: str | None = None,
                 path_stem: str | Path | None = None) -> plt.Figure:
     """Fig. 9: train (solid) and test (dashed) accuracy against the step, one panel per α of the
@@ -192,12 +203,7 @@ def fig9_figure(records: list[Record], *, title: str | None = None,
     alphas = _log_alphas(records)
     lr0s = sorted({r["lr0"] for r in records if r.get("kind") == "log"})
     colors = _lr0_colors(lr0s)
-    cols = max(len(alphas), 1)
-    fig, axes = plt.subplots(1, cols, figsize=(4.0 * cols + 1.5, 3.5), sharey=True, squeeze=False)
-    axes = axes[0]
-    if not alphas:
-        axes[0].text(0.5, 0.5, "no log records", transform=axes[0].transAxes, ha="center",
-                     va="center")
+    fig, axes = _panel_row(len(alphas), 4.0)
     for ax, alpha in zip(axes, alphas):
         for field, ls in (("train_accuracy", "-"), ("test_accuracy", "--")):
             for lr0, (steps, values) in trainability.curves(records, alpha, field).items():
@@ -240,12 +246,7 @@ def fig12_right_figure(records: list[Record], *, title: str | None = None,
     cmap = mpl.colormaps["viridis"]
     spots = np.linspace(0.0, 0.9, len(alphas)) if len(alphas) > 1 else [0.4]
     colors = {a: cmap(s) for a, s in zip(alphas, spots)}
-    cols = max(len(kinds), 1)
-    fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols + 1.5, 3.5), sharey=True, squeeze=False)
-    axes = axes[0]
-    if not kinds:
-        axes[0].text(0.5, 0.5, "no log records", transform=axes[0].transAxes, ha="center",
-                     va="center")
+    fig, axes = _panel_row(len(kinds), 4.2)
     for ax, kind in zip(axes, kinds):
         for (alpha, _), (steps, values) in data[kind].items():
             ax.plot(steps, values, color=colors[alpha], lw=1, alpha=0.8,
