@@ -72,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "num_alphas": 3, "num_lr0": 2,
              "alpha_min": 0.1, "alpha_max": 10.0, "lr0_min": 0.03, "lr0_max": 0.3, "steps": 40,
-             "log_every": 20, "zone_samples": 200, "curve_alphas": (0.1, 10.0)},
+             "log_every": 20, "zone_samples": 200, "curve_alphas": (0.1, 10.0), "batch_size": 4},
     "fashion-cpu": {"model": "lenet300", "dataset": "fashion_mnist", "n_train": 1000,
                     "n_test": 1000, "num_alphas": 7, "alpha_min": 0.01, "alpha_max": 100.0,
                     "num_lr0": 5, "lr0_min": 0.003, "lr0_max": 1.0, "steps": 1000,
