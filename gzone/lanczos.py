@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Array = jax.Array
@@ -72,11 +73,13 @@ class LanczosResult(NamedTuple):
 
 
 class EigshResult(NamedTuple):
-    """Ritz pairs from :func:`eigsh`: eigenvalues (k,), eigenvectors (dim, k), residual norms (k,)."""
+    """Ritz pairs from :func:`eigsh`: eigenvalues (k,), eigenvectors (dim, k), residual norms (k,),
+    and the Lanczos steps taken (``num_iters``, or fewer when ``tol`` stopped it early)."""
 
     eigenvalues: Array
     eigenvectors: Array
     residual_norms: Array
+    num_iters: int = -1
 
 
 @jax.tree_util.register_pytree_node_class
@@ -317,16 +320,58 @@ def _lanczos_fori(
     return lax.fori_loop(0, num_iters, lambda j, s: step(j, s, *params), state)
 
 
-def _run_lanczos(
-    matvec: Matvec, params: tuple, v0: Array, key: Array, num_iters: int, rdtype: Any, driver: str
-) -> LanczosResult:
-    state = _lanczos_init(v0, key, num_iters, rdtype)
-    if _resolve_driver(driver) == "fori":
-        state = _lanczos_fori(matvec, v0.dtype, num_iters, state, *params)
+def _ritz_estimates(alphas: Any, betas: Any, which: str, k: int) -> tuple[Any, Any]:
+    """The ``k`` selected Ritz values of T_m and their residual norms |β_m s_m,i| (the Lanczos
+    relation A Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ; exact up to rounding with full
+    reorthogonalisation), on the host in float64 (T_m is m × m, m ≤ num_iters)."""
+    a, b = np.asarray(alphas, np.float64), np.asarray(betas, np.float64)
+    m = a.shape[0]
+    t = np.diag(a) + np.diag(b[: m - 1], 1) + np.diag(b[: m - 1], -1)
+    theta, s = np.linalg.eigh(t)
+    if which == "LA":
+        idx = np.arange(m - 1, m - 1 - k, -1)
+    elif which == "SA":
+        idx = np.arange(k)
     else:
-        for j in range(num_iters):
-            state = _lanczos_step_jit(matvec, v0.dtype, j, state, *params)
-    return LanczosResult(state.alphas, state.betas, state.basis)
+        idx = np.argsort(-np.abs(theta), kind="stable")[:k]
+    return theta[idx], np.abs(b[m - 1] * s[m - 1, idx])
+
+
+@partial(jax.jit, static_argnums=3)
+def _decouple_tail(alphas: Array, betas: Array, m: Array, which: str) -> tuple[Array, Array]:
+    """T_m padded to the full size with a decoupled diagonal block whose eigenvalues are never
+    selected by ``which`` (0 for LM; below / above every Ritz value, by Gershgorin, for LA / SA),
+    so that Ritz pairs of a run stopped after ``m`` steps come from one compiled program."""
+    keep = jnp.arange(alphas.shape[0]) < m
+    spread = 2 * jnp.max(jnp.where(keep, jnp.abs(betas), 0)) + 1
+    low = jnp.min(jnp.where(keep, alphas, jnp.inf)) - spread
+    high = jnp.max(jnp.where(keep, alphas, -jnp.inf)) + spread
+    pad = {"LM": jnp.zeros((), alphas.dtype), "LA": low, "SA": high}[which]
+    return jnp.where(keep, alphas, pad), jnp.where(jnp.arange(betas.shape[0]) < m - 1, betas, 0)
+
+
+def _run_lanczos(
+    matvec: Matvec, params: tuple, v0: Array, key: Array, num_iters: int, rdtype: Any, driver: str,
+    stop: tuple[str, int, float] | None = None,
+) -> tuple[LanczosResult, int]:
+    """``num_iters`` steps, and the number taken. With ``stop = (which, k, tol)`` a host loop that
+    ends after the first step m at which the ``k`` selected Ritz pairs have residual estimates
+    ≤ tol·|θ|; the result then keeps its full shapes with T_m's tail decoupled
+    (:func:`_decouple_tail`: the same compiled programs serve every m)."""
+    state = _lanczos_init(v0, key, num_iters, rdtype)
+    if stop is None and _resolve_driver(driver) == "fori":
+        state = _lanczos_fori(matvec, v0.dtype, num_iters, state, *params)
+        return LanczosResult(state.alphas, state.betas, state.basis), num_iters
+    for j in range(num_iters):
+        state = _lanczos_step_jit(matvec, v0.dtype, j, state, *params)
+        if stop is not None and j + 1 >= stop[1] and j + 1 < num_iters:
+            m = j + 1
+            a, b = jax.device_get((state.alphas, state.betas))
+            theta, estimate = _ritz_estimates(a[:m], b[:m], stop[0], stop[1])
+            if bool((estimate <= stop[2] * abs(theta)).all()):
+                alphas, betas = _decouple_tail(state.alphas, state.betas, jnp.int32(m), stop[0])
+                return LanczosResult(alphas, betas, state.basis), m
+    return LanczosResult(state.alphas, state.betas, state.basis), num_iters
 
 
 def lanczos_tridiag(
@@ -360,7 +405,7 @@ def lanczos_tridiag(
     mdtype = _check_dtype(v0.dtype, "v0 dtype")
     rdtype = mdtype if reorth_dtype is None else _check_dtype(reorth_dtype, "reorth_dtype")
     key = jax.random.PRNGKey(0) if key is None else key
-    return _run_lanczos(matvec, params, v0, key, num_iters, rdtype, driver)
+    return _run_lanczos(matvec, params, v0, key, num_iters, rdtype, driver)[0]
 
 
 # ----------------------------------------------------------------------------------- Ritz pairs
@@ -430,6 +475,7 @@ def eigsh(
     driver: str = "auto",
     v0: Array | None = None,
     batch_size: int | None = None,
+    tol: float | None = None,
 ) -> EigshResult:
     """``k`` extreme eigenpairs of the symmetric operator ``v -> matvec(v, *params)`` by Lanczos.
 
@@ -440,6 +486,9 @@ def eigsh(
     ``||A v - λ v||`` are computed with ``k`` real matvecs (``jax.vmap``, chunks of
     ``batch_size``). The matvec runs in ``dtype`` (default: ``v0``'s, else the operator's output
     dtype); the outputs are in the recurrence dtype (``reorth_dtype``, default ``dtype``).
+    ``tol``: stop early, after the first step at which every selected Ritz pair has a Lanczos
+    residual estimate |β_m s_m| ≤ ``tol``·|θ| (``num_iters`` is then a cap; the loop runs on the
+    host, one sync per step); :attr:`EigshResult.num_iters` says how many steps were taken.
     """
     matvec, params = unpack(matvec, params)
     dim, k = check_positive("dim", dim), check_positive("k", k)
@@ -460,11 +509,14 @@ def eigsh(
     elif jnp.shape(v0) != (dim,):
         raise ValueError(f"v0 must have shape ({dim},), got {jnp.shape(v0)}")
 
+    if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0 or None, got {tol!r}")
     v0 = jnp.asarray(v0, mdtype)
-    result = _run_lanczos(matvec, params, v0, key_restart, num_iters, rdtype, driver)
+    stop = None if tol is None else (which, k, float(tol))
+    result, steps = _run_lanczos(matvec, params, v0, key_restart, num_iters, rdtype, driver, stop)
     values, vectors = select_ritz(result, k, which)
     residuals = residual_norms(matvec, values, vectors, *params, dtype=mdtype, batch_size=batch_size)
-    return EigshResult(values, vectors, residuals)
+    return EigshResult(values, vectors, residuals, steps)
 
 
 # ----------------------------------------------------------------------------------- SLQ
@@ -522,7 +574,7 @@ def slq_quadrature(
         run = _run_lanczos(
             matvec, params, probe_vector(key_probe, i, dim, mdtype, kind),
             jax.random.fold_in(key_restart, i), num_iters, rdtype, driver,
-        )
+        )[0]
         rules.append(gauss_quadrature(run.alphas, run.betas))
         del run  # the (num_iters + 1, dim) basis is not kept
     nodes, weights = zip(*rules)

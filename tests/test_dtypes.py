@@ -120,10 +120,10 @@ def _network_outputs(dtype):
     return outs
 
 
-def test_network_entry_points_follow_the_parameters_dtype():
-    with jax.enable_x64(False):
-        for name, out in _network_outputs(F32).items():
-            assert _dtypes(out) == {jnp.dtype(F32)}, name
-    for dtype in (F32, F64):
+@pytest.mark.parametrize("x64, dtype", [(False, F32), (True, F32), (True, F64)],
+                         ids=["float32-x64-off", "float32", "float64"])
+def test_network_entry_points_follow_the_parameters_dtype(x64, dtype):
+    # three cases, so that pytest-xdist can spread them over workers
+    with jax.enable_x64(x64):
         for name, out in _network_outputs(dtype).items():
-            assert _dtypes(out) == {jnp.dtype(dtype)}, (name, dtype)
+            assert _dtypes(out) == {jnp.dtype(dtype)}, (name, dtype, x64)

@@ -410,3 +410,20 @@ def test_batch_size_chunks_match():
 def test_validation_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call(np.eye(20, dtype=np.float32), _key(0))
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_eigsh_tol_stops_early_with_converged_pairs(which):
+    # a spectrum with a well separated top and bottom, all of one sign for LA/SA, so that the
+    # decoupled tail (0 for LM, beyond Gershgorin for LA/SA) would be selected if it leaked
+    ends = np.concatenate([[1.0, 2.0], np.linspace(6.0, 10.0, N - 2)])
+    lam = {"LA": -ends, "SA": ends, "LM": np.concatenate([[20.0, 16.0], np.linspace(1.0, 5.0, N - 2)])}[which]
+    a, _ = _sym(lam, seed=4)
+    full = lz.eigsh(_dense, N, 2, a, key=_key(0), num_iters=M, which=which, dtype=F64)
+    early = lz.eigsh(_dense, N, 2, a, key=_key(0), num_iters=M, which=which, dtype=F64, tol=1e-8)
+    assert full.num_iters == M and 2 <= early.num_iters < M
+    order = {"LA": np.sort(lam)[::-1], "SA": np.sort(lam), "LM": lam[np.argsort(-np.abs(lam))]}[which]
+    np.testing.assert_allclose(early.eigenvalues, order[:2], rtol=1e-7)
+    assert np.all(early.residual_norms <= 1e-6 * np.abs(order[:2]))  # the true residuals
+    with pytest.raises(ValueError, match="tol must be a finite number > 0"):
+        lz.eigsh(_dense, N, 2, a, key=_key(0), tol=0.0)

@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import trainability as script  # noqa: E402  (scripts/trainability.py)
 
 TINY = trainability.make_config("tiny")
+# one worker runs the module, so its tiny study fixture is computed once under pytest -n
+pytestmark = pytest.mark.xdist_group("trainability")
 
 
 def _key(r):

@@ -24,7 +24,7 @@ from gzone import models, sharding, training
 TESTS = Path(__file__).resolve().parent
 POINTS = [(0.5, 0.3), (1.0, 0.3), (2.0, 0.05), (30.0, 1e30), (1.5, 0.2)]  # (alpha, lr); 30 diverges
 GRID_KW = {"steps": 8, "log_every": 2, "driver": "scan", "sharpness_iters": 30,
-           "sharpness_warm_iters": 3, "labels": "random-per-step"}
+           "sharpness_tol": 1e-2, "labels": "random-per-step"}
 
 # the grid of POINTS on the tiny MLP, run in a subprocess; its history and final parameters are
 # written to OUT as JSON. KILL_AT: SIGKILL the process at that log (before its checkpoint).
@@ -128,7 +128,7 @@ def test_killed_sharded_grid_resumes_to_the_single_device_history(tmp_path, unin
 def test_train_resumes_from_its_checkpoint_and_refuses_another_run(tmp_path):
     model, params, x, y = tiny_problem("mlp", n=11)
     kw = {"lr": 0.3, "steps": 6, "log_every": 2, "driver": "scan", "sharpness_iters": 30,
-          "sharpness_warm_iters": 3}
+          "sharpness_tol": 1e-2}
     whole = training.train(model.apply, params, x, y, **kw)
 
     class Stop(Exception):
