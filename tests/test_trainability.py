@@ -190,3 +190,30 @@ def test_cli_modes_and_preset_reach_the_config():
     assert config.mode == "curves" and config.steps == 60 and config.curve_alphas == (0.5, 2.0)
     assert config.n_train == 200 and trainability.alphas(config) == [0.5, 2.0]
     assert jax.config.jax_enable_x64 or config.dtype == "float32"
+
+
+@pytest.mark.slow
+def test_two_processes_under_jax_distributed_split_the_grid(tiny_run, tmp_path):
+    # the script's multi-host path on one machine: two processes, a coordinator on localhost;
+    # each runs its slice into process-<i>-of-2, and --plot-only reads both
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "grid"
+    command = [sys.executable, str(ROOT / "scripts" / "trainability.py"), "--preset", "tiny",
+               "--out", str(out), "--no-progress", "--no-plot", "--coordinator", f"localhost:{port}",
+               "--num-processes", "2", "--process-id"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([*command, str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["process-0-of-2", "process-1-of-2"]
+    _, whole = tiny_run
+    merged = trainability.load(out)
+    assert sorted(map(_key, merged)) == sorted(map(_key, whole))
