@@ -25,7 +25,6 @@ Fort & Scherlis' training studies).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -36,7 +35,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from gzone import curvature, lanczos, metrics, objective, sharding
+from gzone import checkpoints, curvature, lanczos, metrics, objective, sharding
 
 OPTIMIZERS = ("gd", "adam")
 LABELS = ("true", "random-fixed", "random-per-step")
@@ -296,78 +295,6 @@ class _Settings(NamedTuple):
     key: jax.Array | None
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _fingerprint(settings: _Settings, params0: Any, lr: np.ndarray, temps: np.ndarray) -> dict:
-    """What a checkpoint must match to be resumed: the run settings, the learning rates and
-    temperatures, and a hash of the initial parameters."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree_util.tree_leaves(params0):
-        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-    key = None if settings.key is None else np.asarray(jax.random.key_data(settings.key)).tolist()
-    return {"optimizer": settings.optimizer, "labels": settings.labels, "steps": settings.steps,
-            "log_every": settings.log_every, "sharpness": settings.sharpness,
-            "sharpness_iters": settings.sharpness_iters,
-            "sharpness_tol": settings.sharpness_tol, "key": key,
-            "lr": [float(v) for v in lr], "temperature": [float(v) for v in temps],
-            "params0_sha256": digest.hexdigest()}
-
-
-def _checkpoint_manager(directory: str | os.PathLike) -> Any:
-    """An orbax ``CheckpointManager`` keeping the latest checkpoint of ``directory``, saving
-    synchronously (a save is complete, and atomic, when it returns) and local to this process (a
-    process of a multi-process grid checkpoints its own slice, without barriers)."""
-    import orbax.checkpoint as ocp
-
-    index = jax.process_index()
-    os.makedirs(directory, exist_ok=True)
-    return ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, enable_async_checkpointing=False, create=False,
-            multiprocessing_options=ocp.options.MultiprocessingOptions(
-                primary_host=index, active_processes={index})))
-
-
-def _save(manager, step: int, carry, history, logged, vectors, has_vector, fingerprint) -> None:
-    import orbax.checkpoint as ocp
-
-    leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
-    state = {"leaves": leaves, "vectors": np.asarray(vectors), "has_vector": has_vector.astype(np.int8)}
-    meta = {"step": step, "fingerprint": fingerprint, "logged": [m.tolist() for m in logged],
-            "history": [{f: r[f].tolist() for f in HISTORY_FIELDS} for r in history]}
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(meta)))
-    manager.wait_until_finished()
-
-
-def _restore(manager, carry, vectors, fingerprint, directory):
-    """(step, carry, history, logged, vectors, has_vector) of the latest checkpoint, or None."""
-    import orbax.checkpoint as ocp
-
-    step = manager.latest_step()
-    if step is None:
-        return None
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    if meta["fingerprint"] != fingerprint:
-        differing = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
-        raise ValueError(f"checkpoint_dir {directory} holds a checkpoint of another run "
-                         f"(differs in {', '.join(differing)}); remove it or choose another "
-                         f"checkpoint_dir")
-    leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(carry))
-    target = {"leaves": [np.asarray(a) for a in leaves], "vectors": np.asarray(vectors),
-              "has_vector": np.zeros(len(vectors), np.int8)}
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    state = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))["state"]
-    restored = jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in state["leaves"]])
-    history = [{f: np.asarray(r[f], np.float64) for f in HISTORY_FIELDS} for r in meta["history"]]
-    logged = [np.asarray(m, bool) for m in meta["logged"]]
-    return (meta["step"], restored, history, logged, np.asarray(state["vectors"]),
-            np.asarray(state["has_vector"]).astype(bool))
-
-
 # ----------------------------------------------------------------------------- one batch of runs
 
 
@@ -422,9 +349,10 @@ def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, t
     step = 0
     manager = fingerprint = None
     if checkpoint_dir is not None:
-        manager = _checkpoint_manager(checkpoint_dir)
-        fingerprint = _fingerprint(s, params0, lr, temps)
-        restored = _restore(manager, carry, vectors, fingerprint, checkpoint_dir)
+        manager = checkpoints.manager(checkpoint_dir)
+        fingerprint = checkpoints.fingerprint(s, params0, lr, temps)
+        restored = checkpoints.restore(manager, carry, vectors, fingerprint, checkpoint_dir,
+                                       HISTORY_FIELDS)
         if restored is not None:
             step, carry, history, logged, vectors, has_vector = restored
     carry = place(carry)
@@ -471,7 +399,8 @@ def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, t
             on_log(step, row, ~stopped)
         if manager is not None:
             host = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
-            _save(manager, step, host, history, logged, vectors, has_vector, fingerprint)
+            checkpoints.save(manager, step, host, history, logged, vectors, has_vector, fingerprint,
+                             HISTORY_FIELDS)
         if stopped.all():
             break
     final = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))

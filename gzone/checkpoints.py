@@ -1,0 +1,90 @@
+"""Checkpoints of a batch of training runs (:mod:`gzone.training`), with orbax-checkpoint.
+
+At every log the batch's state — parameters, optimizer state, divergence flags (the leaves of
+its carry), the history so far, which points were logged, and each point's sharpness
+eigenvector — is saved synchronously and atomically, keeping only the latest. A checkpoint holds
+a :func:`fingerprint` of its runs; restoring one of other runs is refused in one line. Each
+process uses a manager of its own (``active_processes={rank}``): the slices of a multi-process
+grid checkpoint without waiting on each other. orbax is imported only when a checkpoint is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def fingerprint(settings: Any, params0: Any, lr: np.ndarray, temps: np.ndarray) -> dict:
+    """What a checkpoint must match to be resumed: the run settings (a
+    ``gzone.training`` settings tuple), the learning rates and temperatures, and a hash of the
+    initial parameters."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(params0):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    key = None if settings.key is None else np.asarray(jax.random.key_data(settings.key)).tolist()
+    return {"optimizer": settings.optimizer, "labels": settings.labels, "steps": settings.steps,
+            "log_every": settings.log_every, "sharpness": settings.sharpness,
+            "sharpness_iters": settings.sharpness_iters,
+            "sharpness_tol": settings.sharpness_tol, "key": key,
+            "lr": [float(v) for v in lr], "temperature": [float(v) for v in temps],
+            "params0_sha256": digest.hexdigest()}
+
+
+def manager(directory: str | os.PathLike) -> Any:
+    """An orbax ``CheckpointManager`` keeping the latest checkpoint of ``directory``, saving
+    synchronously (a save is complete, and atomic, when it returns) and local to this process (a
+    process of a multi-process grid checkpoints its own slice, without barriers)."""
+    import orbax.checkpoint as ocp
+
+    index = jax.process_index()
+    os.makedirs(directory, exist_ok=True)
+    return ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, enable_async_checkpointing=False, create=False,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=index, active_processes={index})))
+
+
+def save(manager, step: int, carry, history, logged, vectors, has_vector, fingerprint,
+         fields: tuple[str, ...]) -> None:
+    """Save one batch's state at ``step`` (synchronously: complete and atomic on return)."""
+    import orbax.checkpoint as ocp
+
+    leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
+    state = {"leaves": leaves, "vectors": np.asarray(vectors), "has_vector": has_vector.astype(np.int8)}
+    meta = {"step": step, "fingerprint": fingerprint, "logged": [m.tolist() for m in logged],
+            "history": [{f: r[f].tolist() for f in fields} for r in history]}
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(meta)))
+    manager.wait_until_finished()
+
+
+def restore(manager, carry, vectors, fingerprint, directory, fields: tuple[str, ...]):
+    """(step, carry, history, logged, vectors, has_vector) of the latest checkpoint, or None."""
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step()
+    if step is None:
+        return None
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if meta["fingerprint"] != fingerprint:
+        differing = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
+        raise ValueError(f"checkpoint_dir {directory} holds a checkpoint of another run "
+                         f"(differs in {', '.join(differing)}); remove it or choose another "
+                         f"checkpoint_dir")
+    leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(carry))
+    target = {"leaves": [np.asarray(a) for a in leaves], "vectors": np.asarray(vectors),
+              "has_vector": np.zeros(len(vectors), np.int8)}
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    state = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+    restored = jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in state["leaves"]])
+    history = [{f: np.asarray(r[f], np.float64) for f in fields} for r in meta["history"]]
+    logged = [np.asarray(m, bool) for m in meta["logged"]]
+    return (meta["step"], restored, history, logged, np.asarray(state["vectors"]),
+            np.asarray(state["has_vector"]).astype(bool))
