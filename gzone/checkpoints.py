@@ -26,7 +26,7 @@ def fingerprint(settings: Any, params0: Any, lr: np.ndarray, temps: np.ndarray) 
     for leaf in jax.tree_util.tree_leaves(params0):
         digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     key = None if settings.key is None else np.asarray(jax.random.key_data(settings.key)).tolist()
-    return {"optimizer": settings.optimizer, "labels": settings.labels, "steps": settings.steps,
+    return {"optimizer": settings.optimizer, "labels": settings.labels, "uso": settings.uso, "steps": settings.steps,
             "log_every": settings.log_every, "sharpness": settings.sharpness,
             "sharpness_iters": settings.sharpness_iters,
             "sharpness_tol": settings.sharpness_tol, "key": key,
@@ -73,7 +73,8 @@ def restore(manager, carry, vectors, fingerprint, directory, fields: tuple[str, 
         return None
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     if meta["fingerprint"] != fingerprint:
-        differing = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
+        differing = sorted(k for k in {*fingerprint, *meta["fingerprint"]}
+                           if meta["fingerprint"].get(k) != fingerprint.get(k))
         raise ValueError(f"checkpoint_dir {directory} holds a checkpoint of another run "
                          f"(differs in {', '.join(differing)}); remove it or choose another "
                          f"checkpoint_dir")

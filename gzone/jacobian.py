@@ -3,6 +3,9 @@
 * :func:`logits_of`: logits z (N, K), forward passes in chunks.
 * :func:`logit_tangents`: logits and the per-sample logit gradients in a subspace, J_μ R (N, K, d)
   — one vmapped ``jax.jvp`` over R's columns per chunk (forward mode only).
+* :func:`linearized`: the first-order Taylor model z(θ0) + J(θ0)(θ − θ0) as an apply function of
+  :func:`linearization_point` variables, trainable by :mod:`gzone.training` like any network
+  (the lazy-regime check of ICML App. E).
 * :func:`class_mean_logit_gradients`: the class means c_k = (1/N) Σ_μ ∇θ z_k(x_μ) in full
   parameter space, (K, P) — K vector-Jacobian products of the mean logit per chunk.
 
@@ -99,3 +102,28 @@ def class_mean_logit_gradients(
     cotangents per chunk of samples instead of N·K per-sample gradients."""
     xs, ws, _ = _sample_chunks(apply_fn, params, x, 1, chunk_size)
     return sum(_class_mean_chunk(apply_fn, params, xc, wc) for xc, wc in zip(xs, ws))
+
+
+@functools.cache
+def linearized(apply_fn):
+    """The linearisation of ``apply_fn`` around an anchor θ0 — f_lin(θ, x) = f(θ0, x) +
+    J(θ0, x)(θ − θ0), one ``jax.jvp`` — as an apply function ``(variables, x)`` of
+    ``{"theta": θ, "anchor": θ0}`` (:func:`linearization_point`). The anchor is behind
+    ``stop_gradient``: its gradient is zero, so an optimizer leaves it where it is and only θ is
+    trained; because the anchor is an argument rather than a constant, one compiled program
+    serves every θ0 and a grid of linearised runs vmaps like one of networks. One function per
+    ``apply_fn`` (cached), so jit caches keyed on it are reused."""
+
+    def apply(variables, x):
+        anchor = jax.lax.stop_gradient(variables["anchor"])
+        delta = jax.tree_util.tree_map(jnp.subtract, variables["theta"], anchor)
+        z0, dz = jax.jvp(lambda p: apply_fn(p, x), (anchor,), (delta,))
+        return z0 + dz
+
+    return apply
+
+
+def linearization_point(params0: Any) -> dict[str, Any]:
+    """The variables of :func:`linearized` at θ = θ0: ``{"theta": θ0, "anchor": θ0}``."""
+    return {"theta": params0, "anchor": jax.tree_util.tree_map(jnp.array, params0)}
+

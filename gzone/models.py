@@ -28,6 +28,9 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "identity": lambda h: h,
 }
 HOMOGENEOUS_ACTIVATIONS = ("relu", "identity")
+#: the Flax collection the models ``sow`` their penultimate activations into (a no-op unless it is
+#: made mutable: :func:`penultimate_features`)
+FEATURES_COLLECTION = "features"
 
 # Initialisers: zero-mean normal weights with std = gain / sqrt(fan); all are untruncated normals.
 INIT_SCHEMES: dict[str, jax.nn.initializers.Initializer] = {
@@ -89,6 +92,8 @@ class MLP(nn.Module):
         act = _activation(self.activation)
         h = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.widths):
+            if i == len(self.widths) - 1:
+                self.sow(FEATURES_COLLECTION, "penultimate", h)
             h = nn.Dense(width, use_bias=self.use_bias, name=f"dense{i}")(h)
             if i < len(self.widths) - 1:
                 h = act(h)
@@ -128,6 +133,7 @@ class LeNet5(nn.Module):
         h = h.reshape(h.shape[0], -1)
         h = act(nn.Dense(120, use_bias=False, name="dense0")(h))
         h = act(nn.Dense(84, use_bias=False, name="dense1")(h))
+        self.sow(FEATURES_COLLECTION, "penultimate", h)
         return nn.Dense(self.num_classes, use_bias=False, name="dense2")(h)
 
 
@@ -190,6 +196,7 @@ def init(
 @functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
 def _init(model: nn.Module, key: jax.Array, input_shape: tuple, scheme: str, dtype: Any) -> Variables:
     shapes = jax.eval_shape(model.init, key, jnp.zeros((1, *input_shape), dtype))
+    shapes = {"params": shapes["params"]}  # not the sown features (FEATURES_COLLECTION)
     return init_from_shapes(shapes, key, scheme, dtype)
 
 
@@ -213,6 +220,30 @@ def scale(variables: Variables, alpha: float) -> Variables:
         raise ValueError(f"alpha must be a finite positive number, got {alpha!r}")
     alpha = float(alpha)  # a Python float keeps each leaf's dtype (a NumPy float64 would not)
     return jax.tree_util.tree_map(lambda leaf: alpha * leaf, variables)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features_chunk(model: nn.Module, variables: Variables, x: jax.Array) -> jax.Array:
+    _, state = model.apply(variables, x, mutable=[FEATURES_COLLECTION])
+    return state[FEATURES_COLLECTION]["penultimate"][0]
+
+
+def penultimate_features(model: nn.Module, variables: Variables, x: jax.Array, *,
+                         chunk_size: int = 2048) -> jax.Array:
+    """The penultimate-layer activations h (N, width) of gzone's models — the input of the last
+    dense layer, so that ``model.apply(variables, x) == h @ W_last`` — in chunks of
+    ``chunk_size`` samples (the features the linear probes of ICML Fig. 12 left are trained on)."""
+    if not hasattr(model, "input_layer"):
+        raise ValueError(f"{type(model).__name__} does not expose penultimate features; use one of "
+                         f"gzone's models ({', '.join(MODEL_NAMES)})")
+    chunk_size = max(1, int(chunk_size))
+    parts = []
+    for lo in range(0, len(x), chunk_size):
+        chunk = x[lo:lo + chunk_size]
+        pad = chunk_size - len(chunk) if len(x) > chunk_size else 0
+        padded = jnp.concatenate([chunk, jnp.zeros((pad, *chunk.shape[1:]), chunk.dtype)]) if pad else chunk
+        parts.append(_features_chunk(model, variables, padded)[:len(chunk)])
+    return jnp.concatenate(parts)
 
 
 def num_params(variables: Variables) -> int:

@@ -38,6 +38,25 @@ def cross_entropy(
     return jnp.sum(weights * per_sample)
 
 
+def uniform_softmax_objective(
+    logits: jax.Array,
+    labels: jax.Array,
+    temperature: float | jax.Array = 1.0,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """The objective whose gradient is the USO update (ICML App. E): Σ_k (1/K − 1{y = k}) z_k / T
+    per sample — Eq. (3) with the softmax held uniform, p_k = 1/K, whatever the logits are —
+    averaged over samples, or Σ_μ w_μ (…) with ``weights``. Linear in the logits: its gradient
+    with respect to θ is (1/T) Σ_k (1/K − 1{y = k}) ∂z_k/∂θ, which equals the cross-entropy's
+    while σ_T(z) is uniform."""
+    k = logits.shape[-1]
+    picked = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    per_sample = (jnp.sum(logits, axis=-1) / k - picked) / temperature
+    if weights is None:
+        return per_sample.mean()
+    return jnp.sum(weights * per_sample)
+
+
 def logit_gradient(
     logits: jax.Array, labels: jax.Array, temperature: float | jax.Array = 1.0
 ) -> jax.Array:

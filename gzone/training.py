@@ -44,6 +44,7 @@ HISTORY_FIELDS = (
     "step", "loss", "train_accuracy", "test_accuracy", "sharpness", "gradient_norm",
     "parameter_norm", "cos_param_neg_gradient", "cos_param_init", "zero_logit_samples",
     "zero_logit_entries", "entropy", "sharpness_residual", "sharpness_matvecs",
+    "distance_from_init", "uniform_deviation",
 )
 
 
@@ -91,21 +92,30 @@ def _labels_at(labels: str, base: jax.Array, key: jax.Array, step: jax.Array, k:
     return base
 
 
-def _loss(apply_fn, params, batches: curvature.Batches, temperature) -> jax.Array:
-    """Full-batch temperature cross-entropy, exact sum over the chunks."""
-    return sum(objective.cross_entropy(apply_fn(params, x), y, temperature, w)
-               for x, y, w in zip(*batches))
+def _loss(apply_fn, params, batches: curvature.Batches, temperature, uso: bool = False) -> jax.Array:
+    """Full-batch temperature cross-entropy, exact sum over the chunks; with ``uso`` the USO
+    objective instead (:func:`gzone.objective.uniform_softmax_objective`: its gradient is the
+    update of the uniform-softmax-output model, App. E)."""
+    objective_fn = objective.uniform_softmax_objective if uso else objective.cross_entropy
+    return sum(objective_fn(apply_fn(params, x), y, temperature, w) for x, y, w in zip(*batches))
+
+
+def update_direction(apply_fn: Callable, params: Any, batches: curvature.Batches,
+                     temperature: float | jax.Array = 1.0, *, uso: bool = False) -> Any:
+    """The gradient a step follows: of the full-batch cross-entropy (Eq. 3), or with ``uso`` the
+    USO update (1/N) Σ_μ Σ_k (1/K − 1{y_μ = k}) ∂z_μk/∂θ / T (App. E) — a pytree like ``params``."""
+    return jax.grad(lambda p: _loss(apply_fn, p, batches, temperature, uso))(params)
 
 
 def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
-def _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key):
+def _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature, key):
     """One update; once a loss or update is non-finite the state freezes and the step is kept."""
     params, opt_state, diverged_at = carry
     batch = batches._replace(y=_labels_at(labels, batches.y, key, step, k))
-    loss, grad = jax.value_and_grad(lambda p: _loss(apply_fn, p, batch, temperature))(params)
+    loss, grad = jax.value_and_grad(lambda p: _loss(apply_fn, p, batch, temperature, uso))(params)
     updates, new_state = optimizer.update(grad, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     bad_loss = ~jnp.isfinite(loss) | ~_all_finite(grad)
@@ -120,38 +130,41 @@ def _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key
     return select(new_params, params), select(new_state, opt_state), diverged_at
 
 
-def _steps(apply_fn, optimizer, labels, k, batched, carry, step, batches, temperature, key):
+def _steps(apply_fn, optimizer, labels, uso, k, batched, carry, step, batches, temperature, key):
     """One update of one run, or (``batched``) of every run of a grid: ``jax.vmap`` over the
     leading axis of the state and of the temperatures (same data, labels and step)."""
     if not batched:
-        return _step(apply_fn, optimizer, labels, k, carry, step, batches, temperature, key)
-    return jax.vmap(lambda c, t: _step(apply_fn, optimizer, labels, k, c, step, batches, t, key))(
-        carry, temperature)
+        return _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature, key)
+    return jax.vmap(lambda c, t: _step(apply_fn, optimizer, labels, uso, k, c, step, batches, t,
+                                       key))(carry, temperature)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
-def _scan_block(apply_fn, optimizer, labels, k, batched, num_steps, carry, start, batches,
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=(7,))
+def _scan_block(apply_fn, optimizer, labels, uso, k, batched, num_steps, carry, start, batches,
                 temperature, key):
     """``num_steps`` updates in one ``lax.scan`` (one compiled program, no host sync)."""
 
     def body(c, step):
-        return _steps(apply_fn, optimizer, labels, k, batched, c, step, batches, temperature,
+        return _steps(apply_fn, optimizer, labels, uso, k, batched, c, step, batches, temperature,
                       key), None
 
     return jax.lax.scan(body, carry, start + jnp.arange(num_steps, dtype=jnp.int32))[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4), donate_argnums=(5,))
-def _host_step(apply_fn, optimizer, labels, k, batched, carry, step, batches, temperature, key):
-    return _steps(apply_fn, optimizer, labels, k, batched, carry, step, batches, temperature, key)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
+def _host_step(apply_fn, optimizer, labels, uso, k, batched, carry, step, batches, temperature,
+               key):
+    return _steps(apply_fn, optimizer, labels, uso, k, batched, carry, step, batches, temperature,
+                  key)
 
 
-def _run_block(driver, apply_fn, optimizer, labels, k, batched, num_steps, carry, start, *operands):
+def _run_block(driver, apply_fn, optimizer, labels, uso, k, batched, num_steps, carry, start,
+               *operands):
     if driver == "scan":
-        return _scan_block(apply_fn, optimizer, labels, k, batched, num_steps, carry,
+        return _scan_block(apply_fn, optimizer, labels, uso, k, batched, num_steps, carry,
                            jnp.int32(start), *operands)
     for step in range(start, start + num_steps):  # convolutions inside XLA loops are slow on CPU
-        carry = _host_step(apply_fn, optimizer, labels, k, batched, carry, jnp.int32(step),
+        carry = _host_step(apply_fn, optimizer, labels, uso, k, batched, carry, jnp.int32(step),
                            *operands)
     return carry
 
@@ -159,12 +172,19 @@ def _run_block(driver, apply_fn, optimizer, labels, k, batched, num_steps, carry
 # ----------------------------------------------------------------------------- metrics
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _log_metrics(apply_fn, params, params0, batches, temperature):
-    """Metrics at ``params`` on ``batches`` (labels as trained on), weighted full-batch means."""
-    loss, grad = jax.value_and_grad(lambda p: _loss(apply_fn, p, batches, temperature))(params)
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _log_metrics(apply_fn, params, params0, batches, temperature, uso=False):
+    """Metrics at ``params`` on ``batches`` (labels as trained on), weighted full-batch means; the
+    gradient ones are of the update direction (:func:`update_direction`: the USO update with
+    ``uso``), the loss is always the cross-entropy."""
+    if uso:
+        loss = _loss(apply_fn, params, batches, temperature)
+        grad = update_direction(apply_fn, params, batches, temperature, uso=True)
+    else:
+        loss, grad = jax.value_and_grad(lambda p: _loss(apply_fn, p, batches, temperature))(params)
     flat, g, flat0 = ravel_pytree(params)[0], ravel_pytree(grad)[0], ravel_pytree(params0)[0]
     sums = jnp.zeros(4, flat.dtype)
+    deviation = jnp.zeros((), flat.dtype)
     for x, y, w in zip(*batches):
         z = apply_fn(params, x)
         p = objective.probs(z, temperature)
@@ -172,11 +192,15 @@ def _log_metrics(apply_fn, params, params0, batches, temperature):
         sums = sums + jnp.stack([
             jnp.sum(w * (jnp.argmax(z, -1) == y)), jnp.sum(w * jnp.all(zero, -1)),
             jnp.sum(w * jnp.mean(zero, -1)), jnp.sum(w * metrics.softmax_entropy(p))])
+        # max_μ,k |p_μk − 1/K| over the real samples (padding has w = 0)
+        off = jnp.where(w[:, None] > 0, jnp.abs(p - 1.0 / p.shape[-1]), 0.0)
+        deviation = jnp.maximum(deviation, jnp.max(off))
     return {"loss": loss, "train_accuracy": sums[0], "zero_logit_samples": sums[1],
             "zero_logit_entries": sums[2], "entropy": sums[3],
             "gradient_norm": jnp.linalg.norm(g), "parameter_norm": jnp.linalg.norm(flat),
             "cos_param_neg_gradient": metrics.cosine_similarity(flat, -g),
-            "cos_param_init": metrics.cosine_similarity(flat, flat0)}
+            "cos_param_init": metrics.cosine_similarity(flat, flat0),
+            "distance_from_init": jnp.linalg.norm(flat - flat0), "uniform_deviation": deviation}
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -286,6 +310,7 @@ class _Settings(NamedTuple):
     apply_fn: Callable
     optimizer: str
     labels: str
+    uso: bool
     driver: str
     steps: int
     log_every: int
@@ -298,9 +323,9 @@ class _Settings(NamedTuple):
 # ----------------------------------------------------------------------------- one batch of runs
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _grid_metrics(apply_fn, params, params0, batches, temperature):
-    return jax.vmap(lambda p, p0, t: _log_metrics(apply_fn, p, p0, batches, t))(
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _grid_metrics(apply_fn, params, params0, batches, temperature, uso):
+    return jax.vmap(lambda p, p0, t: _log_metrics(apply_fn, p, p0, batches, t, uso))(
         params, params0, temperature)
 
 
@@ -360,14 +385,15 @@ def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, t
     done = bool(history) and (step == s.steps or not logged[-1].any())
     for target in ([] if done else [t for t in log_steps if t > step or not history]):
         if target > step:
-            carry = _run_block(s.driver, s.apply_fn, opt, s.labels, data.num_classes, True,
+            carry = _run_block(s.driver, s.apply_fn, opt, s.labels, s.uso, data.num_classes, True,
                                target - step, carry, step, batches, temps_dev, data.key_steps)
             step = target
         diverged = np.asarray(carry[2])[:num]
         current = batches._replace(
             y=_labels_at(s.labels, batches.y, data.key_steps, jnp.int32(step), data.num_classes))
         row = {f: np.asarray(v, np.float64)[:num] for f, v in
-               jax.device_get(_grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev)).items()}
+               jax.device_get(_grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev,
+                                                     s.uso)).items()}
         stopped = (diverged >= 0) | ~np.all([np.isfinite(v) for v in row.values()], axis=0)
         row["test_accuracy"] = (np.asarray(_grid_accuracy(s.apply_fn, carry[0], test),
                                            np.float64)[:num]
@@ -424,6 +450,7 @@ def train(
     optimizer: str = "gd",
     temperature: float = 1.0,
     labels: str = "true",
+    uso: bool = False,
     sharpness: bool = True,
     key: jax.Array | None = None,
     sharpness_iters: int = 20,
@@ -449,11 +476,19 @@ def train(
     history of an uninterrupted run (one of another run is refused). ``on_log(step, row)`` is
     called with each logged row (field -> float) as it is measured.
 
+    ``uso=True``: the uniform-softmax-output model of App. E — every update combines the logit
+    gradients with p_k = 1/K − 1{y = k} whatever the model predicts (:func:`update_direction`);
+    by Eq. (3) an α-scaled network whose softmax is uniform, trained at
+    :func:`effective_lr` ``(lr0, α, L)``, follows exactly α times this path from the same θ0
+    (tested). The logged gradient metrics are then of the USO update; the loss, accuracies and
+    sharpness are the true ones.
+
     One run is a grid of one point (:func:`train_grid`): the same compiled programs."""
     stacked = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], params)
     grid = train_grid(apply_fn, stacked, x, y, lr=[lr], steps=steps, log_every=log_every,
                       x_test=x_test, y_test=y_test, optimizer=optimizer, temperature=temperature,
-                      labels=labels, sharpness=sharpness, key=key, sharpness_iters=sharpness_iters,
+                      labels=labels, uso=uso, sharpness=sharpness, key=key,
+                      sharpness_iters=sharpness_iters,
                       sharpness_tol=sharpness_tol,
                       chunk_size=chunk_size, driver=driver, devices=jax.local_devices()[:1],
                       checkpoint_dir=checkpoint_dir,
@@ -501,6 +536,7 @@ def train_grid(
     optimizer: str = "gd",
     temperature: float | jax.Array = 1.0,
     labels: str = "true",
+    uso: bool = False,
     sharpness: bool = True,
     key: jax.Array | None = None,
     sharpness_iters: int = 20,
@@ -539,8 +575,8 @@ def train_grid(
     dtype = curvature.params_dtype(params)
     data = _prepare_data(apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
     temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))
-    settings = _Settings(apply_fn, optimizer, labels, driver, steps, log_every, sharpness,
-                         sharpness_iters, sharpness_tol, key)
+    settings = _Settings(apply_fn, optimizer, labels, bool(uso), driver, steps, log_every,
+                         sharpness, sharpness_iters, sharpness_tol, key)
     size = num_points if batch_size is None else min(batch_size, num_points)
     outputs = []
     for lo in range(0, num_points, size):

@@ -1,4 +1,8 @@
-"""Test-wide settings: float64 available (dense references), shared data folder fixture.
+"""Test-wide settings: float64 available (dense references), shared data folder fixture, and
+JAX's persistent compilation cache in ``.pytest_cache/jax-compilation`` (shared by the xdist
+workers, the subprocesses and notebook kernels the tests start — they inherit the environment —
+and by later runs), so that a program compiled by one test is loaded, not recompiled, by the
+next. Compile counts are unaffected: ``jax.log_compiles`` reports cache hits as compilations.
 
 ``jax_enable_x64`` only makes float64 *available*; tests that exercise float32 code pass float32
 arrays explicitly, and the library takes its dtype from its inputs.
@@ -9,10 +13,21 @@ import logging
 import os
 from pathlib import Path
 
-import jax
-import pytest
+_CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation"
+for _name, _value in (("JAX_COMPILATION_CACHE_DIR", str(_CACHE)),
+                      ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+                      ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
+    os.environ.setdefault(_name, _value)
+
+import jax  # noqa: E402  (after the environment it reads)
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                  int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
 
 @pytest.fixture(scope="session")

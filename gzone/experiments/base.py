@@ -306,6 +306,27 @@ def iterate(todo: Sequence, progress: Progress | None) -> Iterable:
     return todo if progress is None else progress(iter(todo), len(todo))
 
 
+class Ticker:
+    """A progress bar over ``total`` units of work (e.g. (run, logged step) pairs), advanced as they
+    are done (from the logs of a training grid, say); a no-op without ``progress``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        # iter(): a tqdm bar is iterable, not an iterator
+        self.bar: Iterator | None = (None if progress is None
+                                     else iter(progress(iter(range(total)), total)))
+        self.left = total
+
+    def advance(self, count: int) -> None:
+        for _ in range(min(count, self.left) if self.bar is not None else 0):
+            next(self.bar, None)
+        self.left -= count
+
+    def close(self) -> None:
+        self.advance(self.left)
+        if self.bar is not None:
+            getattr(self.bar, "close", lambda: None)()
+
+
 def alpha_grid(config: Any) -> list[float]:
     """The α grid: ``np.geomspace(alpha_min, alpha_max, num_points)`` as Python floats."""
     return np.geomspace(config.alpha_min, config.alpha_max, config.num_points).tolist()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -240,6 +239,15 @@ def zone_norms(setup: Setup, params: Any, *, num_samples: int | None, chunk_size
     return out
 
 
+SHARPNESS_FIELDS = ("sharpness", "sharpness_residual", "sharpness_matvecs")
+
+
+def _value(row: dict[str, np.ndarray], field: str, j: int, sharpness: bool) -> float | None:
+    """Entry ``j`` of a logged row; None (not measured, so not flagged as non-finite) for the
+    sharpness fields of a study run without sharpness."""
+    return None if not sharpness and field in SHARPNESS_FIELDS else float(row[field][j])
+
+
 def _run_record(num_classes: int, alpha: float, lr0: float, seed: int, lr: float,
                 history: dict[str, np.ndarray], diverged_at: int) -> Record:
     """The ``run`` record of one finished point from its (NaN-padded) history row. Outcome:
@@ -268,27 +276,8 @@ def _run_record(num_classes: int, alpha: float, lr0: float, seed: int, lr: float
             "final_train_accuracy": float(h["train_accuracy"][-1]),
             "final_test_accuracy": float(h["test_accuracy"][-1]),
             "max_parameter_norm": best("parameter_norm"), "final_zero_logit_samples": final_zero,
-            "initial_sharpness": sharp0, "lr_sharpness": lr * abs(sharp0), "outcome": outcome}
-
-
-class _Ticker:
-    """A progress bar over (run, logged step) pairs, advanced from the logs as they come."""
-
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        # iter(): a tqdm bar is iterable, not an iterator
-        self.bar: Iterator | None = (None if progress is None
-                                     else iter(progress(iter(range(total)), total)))
-        self.left = total
-
-    def advance(self, count: int) -> None:
-        for _ in range(min(count, self.left) if self.bar is not None else 0):
-            next(self.bar, None)
-        self.left -= count
-
-    def close(self) -> None:
-        self.advance(self.left)
-        if self.bar is not None:
-            getattr(self.bar, "close", lambda: None)()
+            "initial_sharpness": sharp0 if np.isfinite(sharp0) else None,
+            "lr_sharpness": lr * abs(sharp0) if np.isfinite(sharp0) else None, "outcome": outcome}
 
 
 def records_dir(out_dir: str | Path, process_index: int, process_count: int) -> Path:
@@ -334,7 +323,7 @@ def run(
               for r in existing if r["kind"] == "log"}
     todo = [i for i in mine if all_points[i] not in finished]
     num_logs = len({*range(0, config.steps, config.log_every), config.steps})
-    ticker = _Ticker(progress, len(todo) * num_logs)
+    ticker = base.Ticker(progress, len(todo) * num_logs)
     fields = dataclasses.asdict(config)
     batches = [todo[lo:lo + config.batch_size] for lo in range(0, len(todo), config.batch_size)]
     names = {f"points-{b[0]:06d}" for b in batches}
@@ -350,7 +339,8 @@ def run(
 
         def on_log(step, row, ok, batch=batch, lrs=lrs):
             new = [base.tag(NAME, "log", {**fields, "alpha": a, "lr0": r, "seed": s, "lr": lr,
-                                          **{f: float(row[f][j]) for f in training.HISTORY_FIELDS},
+                                          **{f: _value(row, f, j, config.sharpness)
+                                             for f in training.HISTORY_FIELDS},
                                           "step": int(step)})
                    for j, ((a, r, s), lr) in enumerate(zip(batch, lrs))
                    if ok[j] and (a, r, s, int(step)) not in logged]

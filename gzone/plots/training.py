@@ -223,7 +223,7 @@ def fig9_figure(records: list[Record], *, title: str | None = None,
     return finish(fig, title, path_stem)
 
 
-def _zero_logit_curves(records: list[Record]) -> dict:
+def zero_logit_curves(records: list[Record]) -> dict:
     """labels -> (α, η0) -> (steps, mean over seeds of ``zero_logit_samples``)."""
     rows: dict = {}
     for r in records:
@@ -239,7 +239,7 @@ def fig12_right_figure(records: list[Record], *, title: str | None = None,
                        path_stem: str | Path | None = None) -> plt.Figure:
     """Fig. 12 right: the fraction of zero-logit samples against the step, one line per
     (α, η0) run (mean over seeds) coloured by α; one panel per label kind (true / random)."""
-    data = _zero_logit_curves(records)
+    data = zero_logit_curves(records)
     order = {name: i for i, name in enumerate(LABELS_TITLES)}
     kinds = sorted(data, key=lambda k: (order.get(k, len(order)), str(k)))
     alphas = sorted({a for runs in data.values() for a, _ in runs})
