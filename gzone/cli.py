@@ -371,6 +371,15 @@ def configure(
     return args, config, spellings
 
 
+def preset_config(args: argparse.Namespace, config_cls: type,
+                  make_config: Callable[..., Any]) -> tuple[Any, dict[str, str]]:
+    """A script's ``build_config`` for a study with named presets: the config of ``args.preset``
+    (``make_config(preset, validate_config=False)``, validated by the run) with the options given
+    replacing its fields, and how each option was spelled."""
+    values, spellings = config_overrides(args, config_cls)
+    return dataclasses.replace(make_config(args.preset, validate_config=False), **values), spellings
+
+
 def use_backend(show: bool) -> None:
     """Select the matplotlib backend before pyplot is imported: ``Agg`` (files only) unless
     ``show``, then matplotlib's own choice (``$MPLBACKEND``, matplotlibrc, else an interactive

@@ -13,9 +13,12 @@ Fort & Scherlis' training studies).
   previous log's eigenvector and stopped once its residual estimate is below 1e-3·|λ| (the
   authors use 20 steps of power iteration from a fresh start, with no accuracy check; 20 Lanczos
   steps reach 1e-7 relative where power iteration needs ~300, PERFORMANCE-NOTES).
-* Divergence: the first step whose loss or updated parameters are not finite stops the run; the
-  parameters stay at the last finite ones, :attr:`TrainResult.diverged_at` names the step, and no
-  non-finite value enters the history.
+* Divergence: the first step whose loss or updated parameters are not finite (or a log whose
+  loss, ‖g‖ or ‖θ‖ is not) stops the run; the parameters stay at the last finite ones,
+  :attr:`TrainResult.diverged_at` names the step, and nothing after it enters the history. A
+  metric that is merely undefined at a finite state — cos(θ, −g) at an exact minimum, where
+  g = 0 (a confident network classifying every sample with a float32 loss of exactly 0) — is
+  NaN in the history (null and flagged in a study's records) and the run goes on.
 
 * :func:`train_grid` — many runs as one program vmapped over (parameters, learning rate, T),
   sharded over the local devices (:mod:`gzone.sharding`), checkpointed at every log (orbax) and
@@ -46,6 +49,10 @@ HISTORY_FIELDS = (
     "zero_logit_entries", "entropy", "sharpness_residual", "sharpness_matvecs",
     "distance_from_init", "uniform_deviation",
 )
+
+
+#: a log at which one of these is not finite stops the run (the others may be undefined: NaN)
+DIVERGENCE_FIELDS = ("loss", "gradient_norm", "parameter_norm")
 
 
 class TrainResult(NamedTuple):
@@ -183,20 +190,24 @@ def _log_metrics(apply_fn, params, params0, batches, temperature, uso=False):
     else:
         loss, grad = jax.value_and_grad(lambda p: _loss(apply_fn, p, batches, temperature))(params)
     flat, g, flat0 = ravel_pytree(params)[0], ravel_pytree(grad)[0], ravel_pytree(params0)[0]
-    sums = jnp.zeros(4, flat.dtype)
+    sums = jnp.zeros(2, flat.dtype)
+    counts = jnp.zeros(2, jnp.int32)  # correct and all-zero-logit samples, counted exactly
     deviation = jnp.zeros((), flat.dtype)
     for x, y, w in zip(*batches):
         z = apply_fn(params, x)
         p = objective.probs(z, temperature)
         zero = z == 0
-        sums = sums + jnp.stack([
-            jnp.sum(w * (jnp.argmax(z, -1) == y)), jnp.sum(w * jnp.all(zero, -1)),
-            jnp.sum(w * jnp.mean(zero, -1)), jnp.sum(w * metrics.softmax_entropy(p))])
+        real = w > 0
+        counts = counts + jnp.stack([jnp.sum(real & (jnp.argmax(z, -1) == y)),
+                                     jnp.sum(real & jnp.all(zero, -1))])
+        sums = sums + jnp.stack([jnp.sum(w * jnp.mean(zero, -1)),
+                                 jnp.sum(w * metrics.softmax_entropy(p))])
         # max_μ,k |p_μk − 1/K| over the real samples (padding has w = 0)
         off = jnp.where(w[:, None] > 0, jnp.abs(p - 1.0 / p.shape[-1]), 0.0)
         deviation = jnp.maximum(deviation, jnp.max(off))
-    return {"loss": loss, "train_accuracy": sums[0], "zero_logit_samples": sums[1],
-            "zero_logit_entries": sums[2], "entropy": sums[3],
+    fractions = counts.astype(flat.dtype) / _num_samples(batches).astype(flat.dtype)
+    return {"loss": loss, "train_accuracy": fractions[0], "zero_logit_samples": fractions[1],
+            "zero_logit_entries": sums[0], "entropy": sums[1],
             "gradient_norm": jnp.linalg.norm(g), "parameter_norm": jnp.linalg.norm(flat),
             "cos_param_neg_gradient": metrics.cosine_similarity(flat, -g),
             "cos_param_init": metrics.cosine_similarity(flat, flat0),
@@ -205,7 +216,17 @@ def _log_metrics(apply_fn, params, params0, batches, temperature, uso=False):
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _accuracy(apply_fn, params, batches):
-    return sum(jnp.sum(w * (jnp.argmax(apply_fn(params, x), -1) == y)) for x, y, w in zip(*batches))
+    """The fraction of correctly classified samples, from an exact count (a sum of the 1/N weights
+    rounds, e.g. to 1.0000001 in float32)."""
+    correct = sum(jnp.sum((w > 0) & (jnp.argmax(apply_fn(params, x), -1) == y))
+                  for x, y, w in zip(*batches))
+    dtype = curvature.params_dtype(params)
+    return correct.astype(dtype) / _num_samples(batches).astype(dtype)
+
+
+def _num_samples(batches: curvature.Batches) -> jax.Array:
+    """N, the real (non-padding) samples of ``batches``."""
+    return jnp.sum(batches.w > 0)
 
 
 def sharpness_of(
@@ -394,7 +415,8 @@ def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, t
         row = {f: np.asarray(v, np.float64)[:num] for f, v in
                jax.device_get(_grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev,
                                                      s.uso)).items()}
-        stopped = (diverged >= 0) | ~np.all([np.isfinite(v) for v in row.values()], axis=0)
+        stopped = (diverged >= 0) | ~np.all([np.isfinite(row[f]) for f in DIVERGENCE_FIELDS],
+                                            axis=0)
         row["test_accuracy"] = (np.asarray(_grid_accuracy(s.apply_fn, carry[0], test),
                                            np.float64)[:num]
                                 if test is not None else np.full(num, np.nan))
@@ -410,7 +432,7 @@ def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, t
             row["sharpness"][i], row["sharpness_residual"][i] = lam, residual
             row["sharpness_matvecs"][i] = matvecs
             vectors[i], has_vector[i] = np.asarray(vector), True
-        # a metric that is not finite at a finite loss stops that run here too
+        # a loss, gradient or parameter norm that is not finite at a log stops that run here too
         late = (diverged < 0) & stopped
         if late.any():
             flags = np.asarray(carry[2]).copy()

@@ -25,7 +25,6 @@ also mid-run. The figure goes to <out>/<study>.png and .pdf.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from typing import Any
 
@@ -58,9 +57,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     from gzone import cli
     from gzone.experiments import outside
 
-    values, spellings = cli.config_overrides(args, outside.OutsideConfig)
-    preset = outside.make_config(args.preset, validate_config=False)
-    return dataclasses.replace(preset, **values), spellings
+    return cli.preset_config(args, outside.OutsideConfig, outside.make_config)
 
 
 def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Any, dict[str, str]]:

@@ -69,11 +69,7 @@ def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     from gzone import cli
     from gzone.experiments import trainability
 
-    values, spellings = cli.config_overrides(args, trainability.TrainabilityConfig)
-    preset = trainability.make_config(args.preset, validate_config=False)
-    import dataclasses
-
-    return dataclasses.replace(preset, **values), spellings
+    return cli.preset_config(args, trainability.TrainabilityConfig, trainability.make_config)
 
 
 def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Any, dict[str, str]]:

@@ -119,7 +119,9 @@ def test_zero_logits_are_counted():
 
 def test_divergence_is_flagged_and_never_written(problem):
     model, params, x, y = problem
-    res = training.train(model.apply, models.scale(params, 30.0), x, y, lr=1e30, steps=40,
+    # (lr = 1e30 does not diverge: its first step kills every ReLU — zero logits, g = 0 — a
+    # finite state the run is not stopped for; 1e100 overflows float64 within 10 steps)
+    res = training.train(model.apply, models.scale(params, 30.0), x, y, lr=1e100, steps=40,
                          log_every=10, sharpness=False, driver="scan")
     assert res.diverged_at is not None and 0 < res.diverged_at <= 40
     for name, values in res.history.items():
@@ -127,6 +129,20 @@ def test_divergence_is_flagged_and_never_written(problem):
             assert np.all(np.isfinite(values)), name
     assert res.history["step"][-1] < res.diverged_at
     assert np.all(np.isfinite(ravel_pytree(res.params)[0]))  # the last finite parameters
+
+
+def test_an_exact_minimum_is_not_a_divergence():
+    # a confident network that classifies every sample with a float32 loss of exactly 0 has g = 0:
+    # cos(θ, −g) is undefined (NaN, flagged in records) but the run is fine and goes on
+    model, params, x, _ = tiny_problem("mlp", n=11, dtype=jnp.float32)
+    y = jnp.argmax(model.apply(params, x), -1)  # its own predictions, at a huge margin below
+    res = training.train(model.apply, models.scale(params, 1e3), x, y, lr=1e-6, steps=4,
+                         log_every=2, sharpness=True)
+    assert res.diverged_at is None and res.history["step"].tolist() == [0, 2, 4]
+    assert np.all(res.history["loss"] == 0) and np.all(res.history["gradient_norm"] == 0)
+    assert np.all(res.history["train_accuracy"] == 1.0)  # an exact count: not 1.0000001
+    assert np.all(np.isnan(res.history["cos_param_neg_gradient"]))
+    assert np.all(res.history["sharpness"] == 0)  # G-term and H-term vanish at one-hot softmax
 
 
 def test_random_labels(problem):
@@ -197,7 +213,7 @@ def test_sharpness_stops_at_its_tolerance_and_warm_starts_save_steps(problem):
 @pytest.mark.parametrize("batch_size", [None, 3])
 def test_grid_equals_single_runs_and_freezes_diverged_points(problem, batch_size):
     model, params, x, y = problem
-    points = [(0.5, 0.3), (1.0, 0.3), (2.0, 0.05), (30.0, 1e30)]  # (alpha, lr); the last diverges
+    points = [(0.5, 0.3), (1.0, 0.3), (2.0, 0.05), (30.0, 1e200)]  # (alpha, lr); the last diverges
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
                                      *[models.scale(params, a) for a, _ in points])
     kw = {"steps": 6, "log_every": 2, "x_test": x[:4], "y_test": y[:4], "driver": "scan",

@@ -161,6 +161,66 @@ class ModelDataConfig:
     STUDY: ClassVar[str] = ""  # the study's command-line name (part of its identity)
 
 
+def check_training_model_data(config: Any) -> None:
+    """The ``model`` and ``dataset`` of a training study (Sec. 5, App. E): a known model and a real
+    dataset (not ``gaussian``: no test split to hold out)."""
+    if config.model not in models.MODEL_NAMES:
+        raise ConfigError("model", f"unknown model {config.model!r}; choose {{name}} from "
+                                   f"{', '.join(models.MODEL_NAMES)}")
+    if config.dataset not in data.DATASETS or config.dataset == "gaussian":
+        raise ConfigError("dataset", f"unknown dataset {config.dataset!r}; choose {{name}} from "
+                                     f"{', '.join(d for d in data.DATASETS if d != 'gaussian')}")
+
+
+def check_alphas(config: Any, name: str, *, below_one: bool = False) -> None:
+    """``config.<name>`` is a non-empty tuple of finite numbers > 0 (with ``below_one``: < 1)."""
+    values = getattr(config, name)
+    if not values:
+        raise ConfigError(name, "{name} is empty: name at least one alpha")
+    for value in values:
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
+                                           and value > 0):
+            raise ConfigError(name, f"{{name}} must hold finite numbers > 0, got {value!r}")
+        if below_one and value >= 1:
+            raise ConfigError(name, f"{{name}} are the small-norm networks: every alpha must be "
+                                    f"< 1, got {value!r}")
+
+
+def preset_config(config_cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
+                  overrides: Mapping[str, Any], validate: Callable[[Any], None] | None) -> Any:
+    """``config_cls`` of the named ``preset`` plus field ``overrides`` (None values ignored),
+    checked by ``validate`` when given; one-line errors for an unknown preset or field."""
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"{config_cls.STUDY} has no option(s) {', '.join(unknown)}; options: "
+                         f"{', '.join(sorted(fields))}")
+    config = config_cls(**{**presets[preset], **{k: v for k, v in overrides.items() if v is not None}})
+    if validate is not None:
+        validate(config)
+    return config
+
+
+def load_train_test(config: Any, data_dir: str | None) -> tuple[Setup, jax.Array, jax.Array]:
+    """A training study's model on its training data (``n_train`` samples) and its test data
+    (``n_test``); the model must be homogeneous (the α-scaling rests on it)."""
+    train_ds = data.load_dataset(config.dataset, "train", n=config.n_train, data_dir=data_dir)
+    test_ds = data.load_dataset(config.dataset, "test", n=config.n_test, data_dir=data_dir)
+    setup = make_setup(config, train_ds)
+    if setup.degree is None:
+        raise ConfigError("model", f"{config.model} is not homogeneous: the study needs one "
+                                   f"(bias-free ReLU) {{name}}")
+    return setup, jnp.asarray(test_ds.x, setup.dtype), jnp.asarray(test_ds.y, jnp.int32)
+
+
+def training_params(setup: Setup, init: str, seed: int) -> Any:
+    """θ0 of a training study's ``seed``: scheme ``init`` from the first key of
+    ``split(key(seed))`` — the θ0 the curvature studies draw for that seed (:func:`seed_state`)."""
+    return init_params(setup, init, jax.random.split(jax.random.key(seed))[0])
+
+
 def check_model_data(config: Any) -> None:
     """The checks of the model and data fields: model and dataset names, init scheme, dtype,
     ``n_samples`` and ``chunk_size`` (integers ≥ 1 or None)."""

@@ -27,7 +27,6 @@ point. θ0 of seed s is the trainability study's (:func:`initial_params`).
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -92,13 +91,13 @@ class OutsideConfig:
         "help": "seeds (initialisations) of uso, uso-retrain, lazy and random-labels"})
     lr0: float = dataclasses.field(default=0.1, metadata={
         "help": "base lr0 of probe, lazy and random-labels (lr = lr0 * alpha^(2-L))"})
-    uso_lr0: float = dataclasses.field(default=0.002, metadata={
+    uso_lr0: float = dataclasses.field(default=0.003, metadata={
         "help": "base lr0 of the USO model and the alpha < 1 networks (the paper: 0.0002)"})
     uso_alphas: tuple[float, ...] = dataclasses.field(default=(0.003, 0.01, 0.03, 0.1), metadata={
         "help": "alphas < 1 set beside the USO model (uso)"})
     uniform_tol: float = dataclasses.field(default=1e-3, metadata={
         "help": "the softmax counts as uniform while max |p - 1/K| <= this"})
-    retrain_points: int = dataclasses.field(default=6, metadata={
+    retrain_points: int = dataclasses.field(default=11, metadata={
         "help": "USO steps (0 .. steps, evenly spaced) retrained from (uso-retrain)"})
     retrain_steps: int = dataclasses.field(default=500, metadata={
         "help": "GD steps of each retraining from the rescaled USO point"})
@@ -126,36 +125,18 @@ class OutsideConfig:
     STUDY: ClassVar[str] = NAME
 
 
-def _check_alphas(config: OutsideConfig, name: str, *, below_one: bool = False) -> None:
-    values = getattr(config, name)
-    if not values:
-        raise ConfigError(name, "{name} is empty: name at least one alpha")
-    for value in values:
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
-                                           and value > 0):
-            raise ConfigError(name, f"{{name}} must hold finite numbers > 0, got {value!r}")
-        if below_one and value >= 1:
-            raise ConfigError(name, f"{{name}} are the small-norm networks: every alpha must be "
-                                    f"< 1, got {value!r}")
-
-
 def validate(config: OutsideConfig) -> None:
     """Reject bad configurations with one-line messages that name the fix."""
     base.check_choice(config, "study", STUDIES)
-    if config.model not in models.MODEL_NAMES:
-        raise ConfigError("model", f"unknown model {config.model!r}; choose {{name}} from "
-                                   f"{', '.join(models.MODEL_NAMES)}")
-    if config.dataset not in data.DATASETS or config.dataset == "gaussian":
-        raise ConfigError("dataset", f"unknown dataset {config.dataset!r}; choose {{name}} from "
-                                     f"{', '.join(d for d in data.DATASETS if d != 'gaussian')}")
+    base.check_training_model_data(config)
     base.check_choice(config, "init", models.INIT_SCHEMES)
     gzone.check_dtype(config.dtype)
     base.check_positive(config, "lr0", "uso_lr0", "retrain_lr0", "uniform_tol", "probe_c")
     if config.uniform_tol >= 1:
         raise ConfigError("uniform_tol", f"{{name}} must be < 1, got {config.uniform_tol!r}")
-    _check_alphas(config, "uso_alphas", below_one=True)
+    base.check_alphas(config, "uso_alphas", below_one=True)
     for name in ("probe_alphas", "lazy_alphas", "labels_alphas"):
-        _check_alphas(config, name)
+        base.check_alphas(config, name)
     base.check_at_least(config, "steps", "log_every", "seeds", "retrain_steps", "probe_seeds",
                         "batch_size", "n_train", "n_test", "chunk_size")
     base.check_at_least(config, "retrain_points", minimum=2)
@@ -168,38 +149,21 @@ def make_config(preset: str = "default", *, validate_config: bool = True,
                 **overrides: Any) -> OutsideConfig:
     """The config of a named preset plus field overrides (None values ignored), validated
     unless ``validate_config`` is False."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(OutsideConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"{NAME} has no option(s) {', '.join(unknown)}; options: "
-                         f"{', '.join(sorted(fields))}")
-    config = OutsideConfig(**{**PRESETS[preset],
-                              **{k: v for k, v in overrides.items() if v is not None}})
-    if validate_config:
-        validate(config)
-    return config
+    return base.preset_config(OutsideConfig, PRESETS, preset, overrides,
+                              validate if validate_config else None)
 
 
 # ----------------------------------------------------------------------------- shared pieces
 
 
 def load_setup(config: OutsideConfig, data_dir: str | None) -> tuple[Setup, jax.Array, jax.Array]:
-    """The model on the training data (``n_train`` samples) and the test data (``n_test``); the
-    model must be homogeneous (the α-scaling of every study rests on it)."""
-    train_ds = data.load_dataset(config.dataset, "train", n=config.n_train, data_dir=data_dir)
-    test_ds = data.load_dataset(config.dataset, "test", n=config.n_test, data_dir=data_dir)
-    setup = base.make_setup(config, train_ds)
-    if setup.degree is None:
-        raise ConfigError("model", f"{config.model} is not homogeneous: the study needs one "
-                                   f"(bias-free ReLU) {{name}}")
-    return setup, jnp.asarray(test_ds.x, setup.dtype), jnp.asarray(test_ds.y, jnp.int32)
+    """The model on the training data and the test data (:func:`base.load_train_test`)."""
+    return base.load_train_test(config, data_dir)
 
 
 def initial_params(setup: Setup, config: OutsideConfig, seed: int) -> Any:
-    """θ0 of ``seed``: the first key of ``split(key(seed))``, as in the trainability study."""
-    return base.init_params(setup, config.init, jax.random.split(jax.random.key(seed))[0])
+    """θ0 of ``seed``, the trainability study's (:func:`base.training_params`)."""
+    return base.training_params(setup, config.init, seed)
 
 
 def stack(trees: list[Any]) -> Any:

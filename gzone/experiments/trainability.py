@@ -30,7 +30,6 @@ each process's slice (:func:`gzone.sharding.process_points`) into ``<out>/proces
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar
@@ -140,23 +139,14 @@ class TrainabilityConfig:
 def validate(config: TrainabilityConfig) -> None:
     """Reject bad configurations with one-line messages that name the fix."""
     base.check_choice(config, "mode", MODES)
-    if config.model not in models.MODEL_NAMES:
-        raise ConfigError("model", f"unknown model {config.model!r}; choose {{name}} from "
-                                   f"{', '.join(models.MODEL_NAMES)}")
-    if config.dataset not in data.DATASETS or config.dataset == "gaussian":
-        raise ConfigError("dataset", f"unknown dataset {config.dataset!r}; choose {{name}} from "
-                                     f"{', '.join(d for d in data.DATASETS if d != 'gaussian')}")
+    base.check_training_model_data(config)
     base.check_choice(config, "init", models.INIT_SCHEMES)
     base.check_choice(config, "optimizer", training.OPTIMIZERS)
     base.check_choice(config, "labels", training.LABELS)
     gzone.check_dtype(config.dtype)
     base.check_positive(config, "alpha_min", "alpha_max", "lr0_min", "lr0_max")
-    for value in config.curve_alphas:
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
-                                           and value > 0):
-            raise ConfigError("curve_alphas", f"{{name}} must hold finite numbers > 0, got {value!r}")
-    if config.mode == "curves" and not config.curve_alphas:
-        raise ConfigError("curve_alphas", "{name} is empty: name at least one alpha")
+    if config.curve_alphas or config.mode == "curves":
+        base.check_alphas(config, "curve_alphas")
     base.check_range(config, "alpha_min", "alpha_max")
     base.check_range(config, "lr0_min", "lr0_max")
     base.check_at_least(config, "num_alphas", "num_lr0", "steps", "log_every", "seeds",
@@ -170,18 +160,8 @@ def make_config(preset: str = "default", *, validate_config: bool = True,
                 **overrides: Any) -> TrainabilityConfig:
     """The config of a named preset plus field overrides (None values ignored), validated
     unless ``validate_config`` is False."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(TrainabilityConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"{NAME} has no option(s) {', '.join(unknown)}; options: "
-                         f"{', '.join(sorted(fields))}")
-    config = TrainabilityConfig(**{**PRESETS[preset],
-                                   **{k: v for k, v in overrides.items() if v is not None}})
-    if validate_config:
-        validate(config)
-    return config
+    return base.preset_config(TrainabilityConfig, PRESETS, preset, overrides,
+                              validate if validate_config else None)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -205,20 +185,13 @@ def points(config: TrainabilityConfig) -> list[tuple[float, float, int]]:
 
 
 def initial_params(setup: Setup, config: TrainabilityConfig, seed: int) -> Any:
-    """θ0 of ``seed``: the scheme ``init`` from the first key of ``split(key(seed))`` — the θ0
-    the curvature studies draw for that seed (:func:`gzone.experiments.base.seed_state`)."""
-    return base.init_params(setup, config.init, jax.random.split(jax.random.key(seed))[0])
+    """θ0 of ``seed`` (:func:`gzone.experiments.base.training_params`)."""
+    return base.training_params(setup, config.init, seed)
 
 
 def load_setup(config: TrainabilityConfig, data_dir: str | None) -> tuple[Setup, jax.Array, jax.Array]:
     """The model on the training data (``n_train`` samples), and the test data (``n_test``)."""
-    train_ds = data.load_dataset(config.dataset, "train", n=config.n_train, data_dir=data_dir)
-    test_ds = data.load_dataset(config.dataset, "test", n=config.n_test, data_dir=data_dir)
-    setup = base.make_setup(config, train_ds)
-    if setup.degree is None:
-        raise ConfigError("model", f"{config.model} is not homogeneous: the study needs one "
-                                   f"(bias-free ReLU) {{name}}")
-    return setup, jnp.asarray(test_ds.x, setup.dtype), jnp.asarray(test_ds.y, jnp.int32)
+    return base.load_train_test(config, data_dir)
 
 
 def zone_norms(setup: Setup, params: Any, *, num_samples: int | None, chunk_size: int | None,

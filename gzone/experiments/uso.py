@@ -113,8 +113,12 @@ def _scaled(params: Any, alpha: float) -> Any:
 
 
 def retrain_steps_of(config: OutsideConfig, horizon: int) -> list[int]:
-    """The USO steps retrained from: ``retrain_points`` evenly spaced over 0 … ``horizon``."""
-    return sorted({int(round(t)) for t in np.linspace(0, horizon, config.retrain_points)})
+    """The USO steps retrained from: ``retrain_points`` evenly spaced over 0 … ``horizon``, each
+    rounded to a logged step (a multiple of ``log_every``, or ``horizon`` itself), so that the
+    path is computed in the blocks of its horizon run — the same compiled program."""
+    every = config.log_every
+    return sorted({min(horizon, every * int(round(t / every)))
+                   for t in np.linspace(0, horizon, config.retrain_points)})
 
 
 def uso_horizon(config: OutsideConfig, setup: Setup, theta0: Any) -> int:
@@ -142,8 +146,8 @@ def _uso_path(config: OutsideConfig, setup: Setup, theta0: Any, path_file: Path,
     for t in steps:
         if t > done:
             theta = training.train(setup.model.apply, theta, setup.x, setup.y, lr=config.uso_lr0,
-                                   steps=t - done, log_every=t - done, uso=True, sharpness=False,
-                                   chunk_size=config.chunk_size).params
+                                   steps=t - done, log_every=min(config.log_every, t - done),
+                                   uso=True, sharpness=False, chunk_size=config.chunk_size).params
             done = t
         rows.append(np.asarray(ravel_pytree(theta)[0]))
         ticker.advance(1)
