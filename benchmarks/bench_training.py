@@ -10,7 +10,10 @@ are missing, which the output says), float32:
   (target, issue #10: ≤ 1.1 U);
 * the sharpness overhead at ``log_every=100``: ``train`` with and without sharpness over the same
   steps (target ≤ 20 % of training time; the first estimate is cold, later ones warm-started);
-* grid throughput: ``train_grid`` over G points vmapped against a Python loop of ``train`` runs.
+* grid throughput: ``train_grid`` over G points vmapped against a Python loop of ``train`` runs;
+* App. E (issue #11): one USO step (``uso=True``: the gradient of a linear objective of the
+  logits) and one GD step of the linearised model (``jacobian.linearized``: a ``jvp`` inside the
+  gradient), in U.
 
 Compilation is excluded (every timed call is the second of its kind).
 
@@ -46,7 +49,7 @@ def main() -> int:
     import jax
     import jax.numpy as jnp
 
-    from gzone import data, models, objective, training
+    from gzone import data, jacobian, models, objective, training
 
     n = args.n or (1000 if args.quick else 10000)
     steps = args.steps or (50 if args.quick else 200)
@@ -78,6 +81,19 @@ def main() -> int:
         t = timed(lambda kw=kw: run(**kw))
         print(f"one GD step, {driver:>4} driver: {t / steps * 1e3:7.1f} ms = {t / steps / u:.2f} U "
               f"({steps} steps and 2 logs in {t:.2f} s)")
+
+    for name, fn, start, extra in (
+            ("USO", model.apply, params, {"uso": True}),
+            ("linearised-model", jacobian.linearized(model.apply),
+             jacobian.linearization_point(params), {})):
+        kw = {"steps": steps, "log_every": steps, "sharpness": False, "driver": "scan", **extra}
+
+        def step_run(fn=fn, start=start, kw=kw):
+            return training.train(fn, start, x, y, lr=0.05, **kw).params
+
+        timed(step_run)
+        t = timed(step_run)
+        print(f"one {name} step (scan): {t / steps * 1e3:7.1f} ms = {t / steps / u:.2f} U")
 
     kw = {"steps": sharp_steps, "log_every": 100, "driver": "scan"}
     timed(lambda: run(sharpness=False, **kw)), timed(lambda: run(**kw))

@@ -3,6 +3,7 @@ JAX's persistent compilation cache in ``.pytest_cache/jax-compilation`` (shared 
 workers, the subprocesses and notebook kernels the tests start — they inherit the environment —
 and by later runs), so that a program compiled by one test is loaded, not recompiled, by the
 next. Compile counts are unaffected: ``jax.log_compiles`` reports cache hits as compilations.
+XLA:CPU compiles at LLVM -O0 unless GZONE_TEST_FULL_OPT=1 (see below).
 
 ``jax_enable_x64`` only makes float64 *available*; tests that exercise float32 code pass float32
 arrays explicitly, and the library takes its dtype from its inputs.
@@ -18,6 +19,14 @@ for _name, _value in (("JAX_COMPILATION_CACHE_DIR", str(_CACHE)),
                       ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
                       ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
     os.environ.setdefault(_name, _value)
+# XLA:CPU's LLVM back end at -O0 (HLO optimisations, fusion included, are unchanged): the suite's
+# programs are tiny and compile-bound, and -O0 compiles them about a third faster. Set
+# GZONE_TEST_FULL_OPT=1 to test at the default level; the miscompile guards of test_curvature.py
+# also run that way, in a subprocess (test_miscompile_guards_hold_at_full_optimisation).
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+if os.environ.get("GZONE_TEST_FULL_OPT") != "1" and "xla_backend_optimization_level" not in \
+        os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
 
 import jax  # noqa: E402  (after the environment it reads)
 import pytest  # noqa: E402

@@ -8,12 +8,16 @@ from explicit second derivatives of the logits (Eq. 4).
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE_FLAG
 from jax.flatten_util import ravel_pytree
 
 from gzone import curvature, metrics, models, objective, subspace
@@ -199,13 +203,11 @@ def scaled_problem():
     return model, params, x, y, basis
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_eq5_scaling_of_gauss_newton_terms(seed):
-    """Eq. (5): G' = α^(2L−2)/T² G_*(p') and H-term' = α^(L−2)/T H_*(p'), with p' the softmax of
-    the scaled model at temperature T and G_*, H_* built from the *unscaled* model's derivatives."""
-    model, params, x, y, basis = scaled_problem()
-    rng = np.random.default_rng(seed)
-    alpha, temperature, degree = 10 ** rng.uniform(-1, 1), 10 ** rng.uniform(-1, 1), 3
+@functools.partial(jax.jit, static_argnums=0)
+def _eq5_star_terms(model, params, x, y, alpha, temperature):
+    """G_*(p') and H_*(p') of Eq. (5) as dense P×P matrices: the unscaled model's Jacobian and
+    logit Hessians, combined with the softmax p' of the α-scaled model at temperature T (one
+    compiled program instead of op-by-op dispatch of jax.hessian)."""
     flat, unravel = ravel_pytree(params)
 
     def logits(theta):
@@ -215,8 +217,19 @@ def test_eq5_scaling_of_gauss_newton_terms(seed):
     jac = jax.jacrev(logits)(flat)
     m_scaled = jax.vmap(jnp.diag)(p_scaled) - p_scaled[:, :, None] * p_scaled[:, None, :]
     g_star = jnp.einsum("nkp,nkl,nlq->pq", jac, m_scaled, jac) / len(x)
-    onehot = jax.nn.one_hot(y, 5, dtype=jnp.float64)
+    onehot = jax.nn.one_hot(y, p_scaled.shape[-1], dtype=p_scaled.dtype)
     h_star = jnp.einsum("nk,nkpq->pq", p_scaled - onehot, jax.hessian(logits)(flat)) / len(x)
+    return g_star, h_star
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_eq5_scaling_of_gauss_newton_terms(seed):
+    """Eq. (5): G' = α^(2L−2)/T² G_*(p') and H-term' = α^(L−2)/T H_*(p'), with p' the softmax of
+    the scaled model at temperature T and G_*, H_* built from the *unscaled* model's derivatives."""
+    model, params, x, y, basis = scaled_problem()
+    rng = np.random.default_rng(seed)
+    alpha, temperature, degree = 10 ** rng.uniform(-1, 1), 10 ** rng.uniform(-1, 1), 3
+    g_star, h_star = _eq5_star_terms(model, params, x, y, alpha, temperature)
 
     scaled = jax.tree_util.tree_map(lambda a: alpha * a, params)
     result = curvature.projected(model.apply, scaled, basis, x, y, temperature)
@@ -310,6 +323,19 @@ def test_float32_gterm_stays_accurate_when_softmax_saturates():
         ref = getattr(out[jnp.float64], term)
         got = getattr(out[jnp.float32], term)
         assert float(jnp.linalg.norm(got - ref)) <= 3e-2 * float(jnp.linalg.norm(ref))
+
+
+def test_miscompile_guards_hold_at_full_optimisation():
+    """The suite compiles at LLVM -O0 (conftest); the guards against XLA:CPU miscompiling the
+    centred G-term (jax-ml/jax#39103) must also hold at the default optimisation level users get."""
+    env = {**os.environ, "GZONE_TEST_FULL_OPT": "1",
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAG, "").strip()}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
+         f"{__file__}::test_centring_is_compiled_correctly",
+         f"{__file__}::test_float32_gterm_stays_accurate_when_softmax_saturates"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
 
 
 def test_centring_is_compiled_correctly():
