@@ -33,9 +33,12 @@ def cross_entropy(
 ) -> jax.Array:
     """Cross-entropy −log p_y: the mean over samples, or Σ_μ w_μ ℓ_μ when ``weights`` are given."""
     per_sample = -jnp.take_along_axis(log_probs(logits, temperature), labels[:, None], axis=-1)[:, 0]
-    if weights is None:
-        return per_sample.mean()
-    return jnp.sum(weights * per_sample)
+    return _sample_mean(per_sample, weights)
+
+
+def _sample_mean(per_sample: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """The mean over samples, or Σ_μ w_μ (·)_μ with ``weights``."""
+    return per_sample.mean() if weights is None else jnp.sum(weights * per_sample)
 
 
 def uniform_softmax_objective(
@@ -52,9 +55,7 @@ def uniform_softmax_objective(
     k = logits.shape[-1]
     picked = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
     per_sample = (jnp.sum(logits, axis=-1) / k - picked) / temperature
-    if weights is None:
-        return per_sample.mean()
-    return jnp.sum(weights * per_sample)
+    return _sample_mean(per_sample, weights)
 
 
 def logit_gradient(

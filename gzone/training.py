@@ -248,18 +248,6 @@ def sharpness_of(
             res.num_iters + 1)
 
 
-def warm_sharpness(
-    apply_fn, params: Any, batches: curvature.Batches, temperature, vector: jax.Array | None, *,
-    key: jax.Array, iters: int, tol: float,
-) -> tuple[float, float, jax.Array, int]:
-    """:func:`sharpness_of` from ``vector`` (the previous log's eigenvector; a Gaussian start from
-    ``key`` when None), at most ``iters`` Lanczos steps, stopped once the relative residual
-    estimate is ≤ ``tol``. Returns (λ, residual, eigenvector, Hessian-vector products spent,
-    the true-residual check included)."""
-    return sharpness_of(apply_fn, params, batches, temperature, num_iters=iters, v0=vector,
-                        key=key, tol=tol)
-
-
 # ----------------------------------------------------------------------------- checks and data
 
 
@@ -424,11 +412,10 @@ def _run_batch(settings: _Settings, data: _Data, params0: Any, lr: np.ndarray, t
             row[f] = np.full(num, np.nan)
         for i in np.flatnonzero(~stopped if s.sharpness else []):
             point = jax.tree_util.tree_map(lambda a, i=i: a[i], carry[0])
-            lam, residual, vector, matvecs = warm_sharpness(
+            lam, residual, vector, matvecs = sharpness_of(  # warm: the previous log's vector
                 s.apply_fn, point, current, jnp.asarray(temps[i], dtype),
-                vectors[i] if has_vector[i] else None,
-                key=jax.random.fold_in(data.key_sharpness, step), iters=s.sharpness_iters,
-                tol=s.sharpness_tol)
+                num_iters=s.sharpness_iters, v0=vectors[i] if has_vector[i] else None,
+                key=jax.random.fold_in(data.key_sharpness, step), tol=s.sharpness_tol)
             row["sharpness"][i], row["sharpness_residual"][i] = lam, residual
             row["sharpness_matvecs"][i] = matvecs
             vectors[i], has_vector[i] = np.asarray(vector), True
@@ -487,7 +474,7 @@ def train(
     set and ``history["sharpness"]`` NaN with ``sharpness=False`` (not measured, never a value).
     Sharpness: Lanczos from a Gaussian vector at step 0, later from the previous log's
     eigenvector, each stopped as soon as the Lanczos residual estimate is ≤ ``sharpness_tol``·|λ|
-    (at most ``sharpness_iters`` steps; :func:`warm_sharpness`); ``history["sharpness_residual"]``
+    (at most ``sharpness_iters`` steps; :func:`sharpness_of`); ``history["sharpness_residual"]``
     is the true ‖Hv − λv‖ and ``history["sharpness_matvecs"]`` the Hessian-vector products spent.
     ``driver``: ``"scan"`` (one ``lax.scan`` per block), ``"host"`` (a Python loop over one jitted
     step, for convolutional models on CPU) or ``"auto"`` (host for a convolutional model on CPU,
