@@ -32,18 +32,35 @@ HOMOGENEOUS_ACTIVATIONS = ("relu", "identity")
 #: made mutable: :func:`penultimate_features`)
 FEATURES_COLLECTION = "features"
 
-# Initialisers: zero-mean normal weights with std = gain / sqrt(fan); all are untruncated normals.
-INIT_SCHEMES: dict[str, jax.nn.initializers.Initializer] = {
+# Initialisers: zero-mean normal weights with std = sqrt(scale / fan); all are untruncated normals.
+#: scheme -> (scale, fan mode) of ``jax.nn.initializers.variance_scaling(scale, mode, "normal")``
+INIT_VARIANCES: dict[str, tuple[float, str]] = {
     # Kaiming/He normal, fan-in, gain sqrt(2): torch.nn.init.kaiming_normal_ defaults.
-    "kaiming": jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+    "kaiming": (2.0, "fan_in"),
     # Xavier/Glorot normal, gain 1: torch.nn.init.xavier_normal_.
-    "xavier": jax.nn.initializers.variance_scaling(1.0, "fan_avg", "normal"),
+    "xavier": (1.0, "fan_avg"),
     # The authors' code (avysogorets/goldilocks-zone) from 2024-01-21 to its HEAD:
     # torch.nn.init.kaiming_normal_ — the same as "kaiming" (matched to 1e-15 on their weights).
-    "authors": jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+    "authors": (2.0, "fan_in"),
     # Their first three commits only: torch.nn.init.xavier_normal_(w, gain=sqrt(2)).
-    "authors-early": jax.nn.initializers.variance_scaling(2.0, "fan_avg", "normal"),
+    "authors-early": (2.0, "fan_avg"),
 }
+INIT_SCHEMES: dict[str, jax.nn.initializers.Initializer] = {
+    name: jax.nn.initializers.variance_scaling(scale, mode, "normal")
+    for name, (scale, mode) in INIT_VARIANCES.items()
+}
+
+
+def init_std(shape: Sequence[int], scheme: str) -> float:
+    """The standard deviation ``scheme`` draws a kernel of ``shape`` with: sqrt(scale / fan), the
+    fans as ``variance_scaling`` computes them (receptive field × in / out channels)."""
+    if scheme not in INIT_VARIANCES:
+        raise ValueError(f"unknown init scheme {scheme!r}; choose one of {sorted(INIT_VARIANCES)}")
+    scale, mode = INIT_VARIANCES[scheme]
+    receptive = math.prod(shape[:-2]) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    return math.sqrt(scale / fan)
 
 
 def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -100,9 +117,10 @@ class MLP(nn.Module):
         return h
 
 
-def LeNet300100(num_classes: int = 10, activation: str = "relu") -> MLP:
-    """LeNet-300-100: 784-300-100-10 (flattens NHWC input itself), ReLU, no biases; L = 3."""
-    return MLP(widths=(300, 100, num_classes), activation=activation)
+def LeNet300100(num_classes: int = 10, activation: str = "relu", use_bias: bool = False) -> MLP:
+    """LeNet-300-100: 784-300-100-10 (flattens NHWC input itself), ReLU, no biases (``use_bias``:
+    with biases, Fort & Scherlis' networks); L = 3."""
+    return MLP(widths=(300, 100, num_classes), activation=activation, use_bias=use_bias)
 
 
 class LeNet5(nn.Module):
@@ -148,7 +166,8 @@ def make_model(
     activation: str = "relu",
     use_bias: bool = False,
 ) -> nn.Module:
-    """Model by name: ``lenet300``, ``lenet5`` or ``mlp`` (hidden ``widths`` + a K-way output).
+    """Model by name: ``lenet300``, ``lenet5`` or ``mlp`` (hidden ``widths`` + a K-way output);
+    ``activation`` (relu, tanh, identity) and, for the fully-connected ones, ``use_bias``.
 
     Cached: equal arguments return the same (immutable) module, so jit caches keyed on
     ``model.apply`` are reused across sweeps in one process instead of recompiling.
@@ -165,8 +184,10 @@ def check_model_name(name: str) -> None:
 @functools.cache
 def _make_model(name: str, num_classes: int, widths: tuple, activation: str, use_bias: bool) -> nn.Module:
     if name == "lenet300":
-        return LeNet300100(num_classes, activation)
+        return LeNet300100(num_classes, activation, use_bias)
     if name == "lenet5":
+        if use_bias:
+            raise ValueError("lenet5 is bias-free here; use_bias applies to lenet300 and mlp")
         return LeNet5(num_classes, activation)
     if name == "mlp":
         return MLP(widths=(*widths, num_classes), activation=activation, use_bias=use_bias)

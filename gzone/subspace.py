@@ -93,3 +93,29 @@ def basis_tree(params: Any, basis: jax.Array) -> Any:
         for leaf, start, stop in zip(leaves, offsets[:-1], offsets[1:])
     ]
     return jax.tree_util.tree_unflatten(treedef, blocks)
+
+
+def layer_metric(params: Any, scheme: str = "xavier") -> jax.Array:
+    """The diagonal per-layer metric M of Fort & Scherlis (Sec. 2.1) as a (P,) vector in
+    ``ravel_pytree(params)`` order: every coordinate of a kernel gets the standard deviation
+    ``scheme`` initialises that kernel with (:func:`gzone.models.init_std`), every other
+    coordinate of a layer (its bias) that of the layer's kernel; then M is normalised to root-mean-
+    square 1, so that ‖M R θ̂‖ ≈ ‖θ̂‖ and only the per-layer *shape* is imposed. With θ = M φ, a
+    draw of ``scheme`` is isotropic in φ: each weight matrix sits on its own shell."""
+    from gzone import models
+
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    kernel_std = {path[:-1]: models.init_std(leaf.shape, scheme)
+                  for path, leaf in leaves if getattr(path[-1], "key", None) == "kernel"}
+    if not kernel_std:
+        raise ValueError("params have no 'kernel' leaves: layer_metric needs Flax Dense/Conv layers")
+    dtype = ravel_pytree(params)[0].dtype
+    parts = []
+    for path, leaf in leaves:
+        std = kernel_std.get(path[:-1])
+        if std is None:
+            raise ValueError(f"leaf {jax.tree_util.keystr(path)} has no kernel in its layer to take "
+                             f"its metric from")
+        parts.append(jnp.full((leaf.size,), std, dtype))
+    metric = jnp.concatenate(parts)
+    return metric / jnp.sqrt(jnp.mean(metric**2))

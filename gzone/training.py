@@ -215,7 +215,7 @@ def _log_metrics(apply_fn, params, params0, batches, temperature, uso=False):
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _accuracy(apply_fn, params, batches):
+def accuracy(apply_fn, params, batches):
     """The fraction of correctly classified samples, from an exact count (a sum of the 1/N weights
     rounds, e.g. to 1.0000001 in float32)."""
     correct = sum(jnp.sum((w > 0) & (jnp.argmax(apply_fn(params, x), -1) == y))
@@ -340,7 +340,7 @@ def _grid_metrics(apply_fn, params, params0, batches, temperature, uso):
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _grid_accuracy(apply_fn, params, batches):
-    return jax.vmap(lambda p: _accuracy(apply_fn, p, batches))(params)
+    return jax.vmap(lambda p: accuracy(apply_fn, p, batches))(params)
 
 
 class _Batch(NamedTuple):

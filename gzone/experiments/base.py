@@ -315,9 +315,12 @@ def load_data(
 
 
 def make_setup(config: Any, ds: data.Dataset) -> Setup:
-    """Model of ``config`` (``model``, ``widths``, ``dtype``) for ``ds``, checked by running it on
+    """Model of ``config`` (``model``, ``widths``, ``dtype``; ``activation`` and ``use_bias`` where
+    the config has them) for ``ds``, checked by running it on
     one sample under ``jax.eval_shape`` (shapes only: e.g. LeNet-5 on 8x8 digits fails here)."""
-    model = models.make_model(config.model, ds.num_classes, widths=config.widths)
+    model = models.make_model(config.model, ds.num_classes, widths=config.widths,
+                              activation=getattr(config, "activation", "relu"),
+                              use_bias=getattr(config, "use_bias", False))
     dtype = jnp.dtype(config.dtype)
     shapes = jax.eval_shape(lambda: models.init(model, jax.random.key(0), ds.x.shape[1:], dtype=dtype))
     x = jnp.asarray(ds.x, dtype)
