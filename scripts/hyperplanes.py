@@ -7,6 +7,8 @@ configuration-space radii, its theory (Sec. 2.4-2.6) and its architectures.
     python scripts/hyperplanes.py --study architectures   # Fig. 4: widths, depths, ReLU/tanh, biases, CNN
     python scripts/hyperplanes.py --study loss-radius     # Fig. 5: mean loss vs radius (power law L), Tr H, ||H||
     python scripts/hyperplanes.py --study stokes          # Eq. (4): mean Laplacian over spheres vs d<loss>/dr
+    python scripts/hyperplanes.py --study init-selection  # Fig. 6: convexity of an init vs steps to an accuracy
+    python scripts/hyperplanes.py --study radius-drift    # observation 8: training pulls the radius to the zone
     python scripts/hyperplanes.py --study architectures --preset mnist --data-dir ../shared/data
 
 With no options each study runs on the embedded default (scikit-learn digits, MLP 64-300-100-10
@@ -114,6 +116,24 @@ def summary_lines(study: str, records: list[dict[str, Any]]) -> list[str]:
                          f"{_f(s['critical_radius'])}; L = {s['weight_layers']} weight layers; fitted "
                          + ("exponent: too few points above 3 log K" if fit is None else
                             f"exponent {fit['exponent']:.3f} +- {fit['stderr']:.3f} on r >= {fit['r_min']:.4g}"))
+    if study == "init-selection":
+        from gzone.experiments import init_selection
+
+        summary = init_selection.selection_summary(records)
+        lines.append(f"{summary['draws']} draws, {summary.get('reached', 0)} reached the target; "
+                     f"median steps to target {_f(summary.get('median_steps'))}")
+        lines.append(f"{'measure':>20} {'Spearman':>9} {'favourable':>11} {'unfavourable':>13} {'MWU p':>8}")
+        for name, m in summary["measures"].items():
+            lines.append(f"{name:>20} {m['spearman']:>9.3f} {m['favourable_median_steps']:>11.4g} "
+                         f"{m['unfavourable_median_steps']:>13.4g} {m['p_value']:>8.3g}")
+    if study == "radius-drift":
+        from gzone.experiments import radius_drift
+
+        lines.append(f"{'start r/r_X':>11} {'start radius':>13} {'final radius':>13} {'Xavier':>8} "
+                     f"{'test acc':>9}")
+        for row in radius_drift.drift_table(records):
+            lines.append(f"{row['radius_factor']:>11.3g} {row['radius']:>13.4g} {row['final_radius']:>13.4g} "
+                         f"{row['xavier_radius']:>8.4g} {row['final_test_accuracy']:>9.4f}")
     if study == "stokes":
         lines.append(f"{'radius':>10} {'mean loss':>10} {'<Laplacian>':>12} {'stderr':>9} {'Eq. 4 rhs':>10}")
         for row in radial_loss.stokes_summary(records):

@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import scipy.stats
 from jax.flatten_util import ravel_pytree
 
-from gzone import directions, models, results, subspace
-from gzone.experiments import base, fort, radial_loss
+from gzone import directions, models, results, subspace, training
+from gzone.experiments import base, fort, init_selection, radial_loss, radius_drift
 from gzone.objective import cross_entropy
 from gzone.plots import fort as figures
 
@@ -159,10 +160,72 @@ def test_architectures_sweep_every_network(studies):
     assert len(records) == 2 * SMALL.num_radii * SMALL.seeds
 
 
+@study_group("init-selection")
+def test_init_selection_records_equal_direct_measurements_and_training(studies):
+    _, records = studies("init-selection")
+    inits = {r["seed"]: r for r in records if r["kind"] == "init"}
+    trained = {r["seed"]: r for r in records if r["kind"] == "trained"}
+    assert sorted(inits) == sorted(trained) == list(range(SMALL.inits))
+    setup, flat0, m, plane, loss = _direct(SMALL, 1, SMALL.dim)
+    _, x_test, y_test = init_selection.load_train_test(SMALL, None)
+    eigs = np.linalg.eigvalsh(np.asarray(plane.T @ jax.hessian(loss)(flat0) @ plane))
+    assert inits[1]["local_convexity"] == pytest.approx(np.mean(eigs > 0))
+    assert inits[1]["positive_curvature"] == pytest.approx(eigs.sum() / np.sqrt((eigs**2).sum()), rel=1e-8)
+    params = fort.seed_state(setup, SMALL, 1, 1)[0]
+    assert inits[1]["initial_test_loss"] == pytest.approx(
+        float(cross_entropy(setup.model.apply(params, x_test), y_test)), rel=1e-10)
+    direct = training.train(setup.model.apply, params, setup.x, setup.y, lr=SMALL.train_lr,
+                            steps=SMALL.train_steps, log_every=SMALL.train_log_every, x_test=x_test,
+                            y_test=y_test, optimizer="adam", sharpness=False)
+    assert trained[1]["steps_to_target"] == init_selection.steps_to_target(direct.history,
+                                                                           SMALL.target_accuracy)
+    assert trained[1]["final_test_accuracy"] == pytest.approx(direct.history["test_accuracy"][-1])
+
+
+def test_selection_summary_ranks_and_tests_as_scipy_does():
+    rng = np.random.default_rng(0)
+    convexity = rng.uniform(0.5, 0.7, 12)
+    steps = (1000 - 1000 * convexity).round()  # perfectly anti-ordered: convex draws train faster
+    records = [{"kind": "init", "seed": i, "local_convexity": float(c), "positive_curvature": None,
+                "initial_test_loss": float(-c)} for i, c in enumerate(convexity)]
+    records += [{"kind": "trained", "seed": i, "steps_to_target": int(t), "budget": 1000}
+                for i, t in enumerate(steps)]
+    records[-1]["steps_to_target"] = None  # never reached: ranks last (budget + 1)
+    summary = init_selection.selection_summary(records, quantile=0.25)
+    stats = summary["measures"]["local_convexity"]
+    steps_used = np.where(np.arange(12) == 11, 1001, steps)
+    assert stats["spearman"] == pytest.approx(scipy.stats.spearmanr(convexity, steps_used)[0])
+    order = np.argsort(convexity)
+    expected = scipy.stats.mannwhitneyu(steps_used[order][-3:], steps_used[order][:3], alternative="less")
+    assert stats["p_value"] == pytest.approx(expected.pvalue)
+    assert "positive_curvature" not in summary["measures"]  # no values: not tested
+    assert summary["measures"]["initial_test_loss"]["spearman"] == pytest.approx(-stats["spearman"])
+
+
+@study_group("radius-drift")
+def test_radius_drift_records_equal_direct_training(studies):
+    _, records = studies("radius-drift")
+    setup = fort.setup_for(SMALL, None)
+    _, x_test, y_test = init_selection.load_train_test(SMALL, None)
+    params = fort.seed_state(setup, SMALL, 0, 1)[0]
+    run = next(r for r in records if r["kind"] == "run" and r["radius_factor"] == SMALL.drift_factors[0])
+    direct = training.train(setup.model.apply, fort.scaled(params, SMALL.drift_factors[0]), setup.x,
+                            setup.y, lr=SMALL.train_lr, steps=SMALL.train_steps,
+                            log_every=SMALL.train_log_every, x_test=x_test, y_test=y_test,
+                            optimizer="adam", sharpness=False)
+    assert run["radius"] == pytest.approx(direct.history["parameter_norm"][0], rel=1e-10)
+    assert run["final_radius"] == pytest.approx(direct.history["parameter_norm"][-1], rel=1e-8)
+    curves = radius_drift.drift_curves(records)
+    assert set(curves) == {(c, 0) for c in SMALL.drift_factors}
+    steps, norms = curves[(SMALL.drift_factors[0], 0)]
+    np.testing.assert_allclose(norms, direct.history["parameter_norm"], rtol=1e-8)
+
+
 @pytest.mark.parametrize("study, cut", [
     pytest.param("radius", 2, marks=study_group("radius")),
     pytest.param("stokes", 7, marks=study_group("stokes")),
-    pytest.param("architectures", 2, marks=study_group("architectures"))])
+    pytest.param("architectures", 2, marks=study_group("architectures")),
+    pytest.param("init-selection", 9, marks=study_group("init-selection"))])
 def test_interrupted_studies_resume_without_losing_or_duplicating(study, cut, studies, tmp_path):
     class Interrupt(Exception):
         pass
@@ -183,7 +246,7 @@ def test_interrupted_studies_resume_without_losing_or_duplicating(study, cut, st
     _, whole = studies(study)
 
     def key(r):
-        return tuple(r.get(k) for k in ("kind", "label", "radius_factor", "seed", "dim", "point"))
+        return tuple(r.get(k) for k in ("kind", "label", "radius_factor", "seed", "dim", "point", "step"))
 
     assert sorted(map(key, resumed)) == sorted(map(key, whole))
     assert len(set(map(key, resumed))) == len(resumed)
@@ -202,6 +265,11 @@ def test_interrupted_studies_resume_without_losing_or_duplicating(study, cut, st
     ({"datasets": ("svhn2",)}, "unknown dataset 'svhn2'"),
     ({"model": "lenet5"}, "lenet5 is bias-free here"),
     ({"dataset": "svhn2"}, "unknown dataset 'svhn2'"),
+    ({"inits": 3}, "inits must be at least 4"),
+    ({"target_accuracy": 1.5}, "target_accuracy must be at most 1"),
+    ({"select_quantile": 0.7}, "select_quantile must be at most 0.5"),
+    ({"drift_factors": (0.5, -1.0)}, "drift_factors must hold finite numbers > 0"),
+    ({"train_log_every": 50}, "train_log_every=50 exceeds train_steps=40"),
 ])
 def test_bad_input_is_a_one_line_error_and_leaves_nothing(overrides, message, tmp_path):
     with pytest.raises(ValueError, match=message) as info:
@@ -223,7 +291,7 @@ def test_figures_draw_records_and_empty_ones(study, studies, tmp_path):
     for recs in (records, []):
         fig = figures.fort_figure(recs, study, title=study, path_stem=tmp_path / study)
         assert fig.axes
-        if recs:
+        if recs and study != "init-selection":  # there every draw is at the Xavier radius
             assert any(line.get_label() == "Xavier radius" for ax in fig.axes for line in ax.lines)
         plt.close(fig)
     assert (tmp_path / f"{study}.png").exists()

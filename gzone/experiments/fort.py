@@ -22,6 +22,11 @@ Studies (``study``):
   of radius r (flat, then a power law with exponent ≈ L) with Tr H and ‖H‖ (full space and plane).
 * ``stokes`` (Eq. 4; :mod:`gzone.experiments.radial_loss`): the mean Laplacian over spheres of
   radius ρ (Hutchinson) against d²⟨ℓ⟩/dρ² + (D − 1)/ρ · d⟨ℓ⟩/dρ (finite differences).
+* ``init-selection`` (Fig. 6; :mod:`gzone.experiments.init_selection`): ``inits`` Xavier draws,
+  each measured on a random d-plane and trained in full space with Adam; steps to a target test
+  accuracy against each measure (Spearman, Mann–Whitney U of top vs bottom quantile).
+* ``radius-drift`` (observation 8; :mod:`gzone.experiments.radius_drift`): full-space Adam from
+  radii well inside and outside the Xavier radius; ‖θ_t‖ against the step.
 
 Records are written point by point into ``<out>/results.jsonl`` (one directory per study and
 configuration; another configuration is refused) and a rerun resumes without repeating a point.
@@ -43,19 +48,23 @@ from gzone.experiments import base
 from gzone.experiments.base import ConfigError, Progress, Record, Setup
 
 NAME = "fort"
-STUDIES = ("radius", "directions", "architectures", "loss-radius", "stokes")
+STUDIES = ("radius", "directions", "architectures", "loss-radius", "stokes", "init-selection",
+           "radius-drift")
 DIRECTIONS_STREAM = 6  # random unit directions of the directions study
 HUTCHINSON_STREAM = 7  # Hutchinson probes (directions, loss-radius, stokes)
 SPHERE_STREAM = 8  # the stokes study's points on the sphere
 
 #: ``default``: digits, MLP 64-300-100-10 with biases, Xavier; each study minutes on 2 CPU cores.
+#: Training studies use full-batch Adam (the paper: minibatch Adam, 10 epochs) on ``n_samples``.
 #: ``mnist`` / ``cifar10``: the paper's data (first 10,000 / the shared 3,805 training images),
 #: widths and depths of their Fig. 4. ``tiny``: the tests and the notebook.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "tiny": {"widths": (32, 16), "n_samples": 200, "seeds": 1, "num_radii": 5, "dims": (5, 10),
              "dim": 10, "num_directions": 40, "probes": 10, "sphere_points": 8,
-             "sphere_probes": 2, "architectures": ("mlp:16:relu", "mlp:16:tanh")},
+             "sphere_probes": 2, "architectures": ("mlp:16:relu", "mlp:16:tanh"), "n_test": 100,
+             "train_steps": 40, "train_log_every": 10, "train_lr": 0.01, "inits": 6,
+             "target_accuracy": 0.5, "drift_factors": (0.3, 3.0), "batch_size": 8},
     "mnist": {"model": "mlp", "widths": (200, 200), "dataset": "mnist", "n_samples": 10000,
               "dims": (10, 20, 50, 100, 200), "architectures": (
                   "mlp:200:relu", "mlp:200,200:relu", "mlp:200,200,200:relu", "mlp:50,50:relu",
@@ -118,6 +127,24 @@ class FortConfig:
         "help": "architectures: model[:widths[:activation[:nobias]]], e.g. mlp:300,100:tanh, lenet5"})
     datasets: tuple[str, ...] = dataclasses.field(default=("digits",), metadata={
         "help": "architectures: datasets, e.g. mnist,cifar10"})
+    n_test: int | None = dataclasses.field(default=None, metadata={
+        "help": "init-selection, radius-drift: first N test samples (none: all)"})
+    train_lr: float = dataclasses.field(default=1e-3, metadata={
+        "help": "init-selection, radius-drift: Adam learning rate (full batch)"})
+    train_steps: int = dataclasses.field(default=300, metadata={
+        "help": "init-selection, radius-drift: full-space Adam steps per run"})
+    train_log_every: int = dataclasses.field(default=10, metadata={
+        "help": "init-selection, radius-drift: steps between logs (the resolution of steps-to-target)"})
+    inits: int = dataclasses.field(default=32, metadata={
+        "help": "init-selection: Xavier initialisations measured and trained"})
+    target_accuracy: float = dataclasses.field(default=0.85, metadata={
+        "help": "init-selection: the test accuracy whose first logged step is 'steps to target'"})
+    select_quantile: float = dataclasses.field(default=0.25, metadata={
+        "help": "init-selection: top and bottom quantile compared (Mann-Whitney U)"})
+    drift_factors: tuple[float, ...] = dataclasses.field(default=(0.1, 0.3, 1.0, 3.0, 10.0), metadata={
+        "help": "radius-drift: starting radii as factors of the Xavier radius"})
+    batch_size: int = dataclasses.field(default=16, metadata={
+        "help": "init-selection, radius-drift: runs vmapped together (memory bound)"})
     dtype: str = dataclasses.field(default="float32", metadata={
         "help": "floating-point type (float64 switches JAX to 64-bit)", "choices": gzone.DTYPES})
     chunk_size: int | None = dataclasses.field(default=None, metadata={
@@ -182,6 +209,17 @@ def validate(config: FortConfig) -> None:
     base.check_at_least(config, "num_radii", minimum=3)
     if not config.dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in config.dims):
         raise ConfigError("dims", f"{{name}} must be integers >= 1, got {config.dims!r}")
+    base.check_positive(config, "train_lr", "target_accuracy", "select_quantile")
+    base.check_at_least(config, "train_steps", "train_log_every", "batch_size", "n_test")
+    base.check_at_least(config, "inits", minimum=4)
+    base.check_alphas(config, "drift_factors")
+    if config.target_accuracy > 1:
+        raise ConfigError("target_accuracy", f"{{name}} must be at most 1, got {config.target_accuracy!r}")
+    if config.select_quantile > 0.5:
+        raise ConfigError("select_quantile", f"{{name}} must be at most 0.5, got {config.select_quantile!r}")
+    if config.train_log_every > config.train_steps:
+        raise ConfigError("train_log_every", f"{{name}}={config.train_log_every} exceeds {{other}}="
+                                             f"{config.train_steps}", other="train_steps")
     if not config.architectures:
         raise ConfigError("architectures", "{name} is empty: name at least one")
     for spec in config.architectures:
@@ -258,11 +296,13 @@ def run(config: FortConfig, out_dir: str | Path, *, data_dir: str | None = None,
         progress: Progress | None = None) -> list[Record]:
     """Run (or resume) ``config.study`` in ``out_dir``; all its records."""
     validate(config)
-    from gzone.experiments import radial_loss, radius_sweep
+    from gzone.experiments import init_selection, radial_loss, radius_drift, radius_sweep
 
     runner = {"radius": radius_sweep.run_radius, "directions": radius_sweep.run_directions,
               "architectures": radius_sweep.run_architectures,
-              "loss-radius": radial_loss.run_loss_radius, "stokes": radial_loss.run_stokes}
+              "loss-radius": radial_loss.run_loss_radius, "stokes": radial_loss.run_stokes,
+              "init-selection": init_selection.run_init_selection,
+              "radius-drift": radius_drift.run_radius_drift}
     runner[config.study](config, Path(out_dir), data_dir=data_dir, progress=progress)
     return base.load(out_dir)
 

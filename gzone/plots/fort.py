@@ -218,8 +218,73 @@ def stokes_figure(records: list[Record], *, title: str | None = None,
     return finish(fig, title, path_stem)
 
 
+def fig6_figure(records: list[Record], *, title: str | None = None,
+                path_stem: str | Path | None = None) -> plt.Figure:
+    """Fig. 6: steps to the target test accuracy against (a) the fraction of positive eigenvalues,
+    (b) Tr H_d/‖H_d‖_F, (c) the initial test loss of each Xavier draw (Spearman ρ and the
+    Mann–Whitney p-value in each title; draws that never reach the target drawn at the top as
+    crosses); (d) the initial loss against Tr H_d/‖H_d‖_F."""
+    from gzone.experiments import init_selection
+
+    inits = {r["seed"]: r for r in records if r.get("kind") == "init"}
+    trained = {r["seed"]: r for r in records if r.get("kind") == "trained"}
+    seeds = sorted(set(inits) & set(trained))
+    summary = init_selection.selection_summary(records)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    names = {"local_convexity": "fraction of positive eigenvalues",
+             "positive_curvature": r"Tr$H$ / $\|H\|_F$", "initial_test_loss": "initial test loss"}
+    for ax, (measure, label) in zip(axes[:3], names.items()):
+        if not seeds:
+            _empty(ax, "init-selection")
+        for s in seeds:
+            x, steps = inits[s][measure], trained[s]["steps_to_target"]
+            if x is None:
+                continue
+            if steps is None:
+                ax.plot([x], [trained[s]["budget"]], "x", color="tab:red", ms=5)
+            else:
+                ax.plot([x], [steps], "o", color="black", ms=4)
+        stats = summary["measures"].get(measure)
+        ax.set(xlabel=label, ylabel="steps to target test accuracy",
+               title="" if stats is None else
+               f"Spearman {stats['spearman']:.2f}, MWU p={stats['p_value']:.2g}")
+    ax = axes[3]
+    pairs = [(inits[s]["positive_curvature"], inits[s]["initial_test_loss"]) for s in inits
+             if inits[s]["positive_curvature"] is not None]
+    if pairs:
+        ax.plot(*np.array(pairs).T, "o", color="tab:blue", ms=4)
+    radii = [r["xavier_radius"] for r in inits.values()]
+    ax.set(xlabel=r"Tr$H$ / $\|H\|_F$", ylabel="initial test loss",
+           title="(d) all draws at the Xavier radius" + (f" r={np.mean(radii):.3g}" if radii else ""))
+    return finish(fig, title, path_stem)
+
+
+def drift_figure(records: list[Record], *, title: str | None = None,
+                 path_stem: str | Path | None = None) -> plt.Figure:
+    """Observation 8: ‖θ_t‖ against the step (log scale) for starts inside and outside the Xavier
+    radius (dotted)."""
+    from gzone.experiments import radius_drift
+
+    curves = radius_drift.drift_curves(records)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    if not curves:
+        _empty(ax, "radius-drift")
+    factors = sorted({c for c, _ in curves})
+    colors = _colors(factors, "coolwarm")
+    for (c, seed), (steps, norms) in curves.items():
+        ax.plot(steps, norms, color=colors[c], lw=1.3, label=f"start {c:g} x Xavier" if seed == 0 else None)
+    radii = [r["xavier_radius"] for r in records if r.get("kind") == "run"]
+    if radii:
+        ax.axhline(float(np.mean(radii)), color="0.4", ls=":", lw=1, label="Xavier radius")
+    ax.set(yscale="log", xlabel="Adam step", ylabel=RADIUS_LABEL, title="radius drift in training")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return finish(fig, title, path_stem)
+
+
 FIGURES = {"radius": fig3_figure, "directions": directions_figure, "architectures": fig4_figure,
-           "loss-radius": fig5_figure, "stokes": stokes_figure}
+           "loss-radius": fig5_figure, "stokes": stokes_figure, "init-selection": fig6_figure,
+           "radius-drift": drift_figure}
 
 
 def fort_figure(records: list[Record], study: str, *, title: str | None = None,
