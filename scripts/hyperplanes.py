@@ -7,6 +7,7 @@ configuration-space radii, its theory (Sec. 2.4-2.6) and its architectures.
     python scripts/hyperplanes.py --study architectures   # Fig. 4: widths, depths, ReLU/tanh, biases, CNN
     python scripts/hyperplanes.py --study loss-radius     # Fig. 5: mean loss vs radius (power law L), Tr H, ||H||
     python scripts/hyperplanes.py --study stokes          # Eq. (4): mean Laplacian over spheres vs d<loss>/dr
+    python scripts/hyperplanes.py --study hypersurface-training  # Fig. 2: train on random planes/spheres
     python scripts/hyperplanes.py --study init-selection  # Fig. 6: convexity of an init vs steps to an accuracy
     python scripts/hyperplanes.py --study radius-drift    # observation 8: training pulls the radius to the zone
     python scripts/hyperplanes.py --study architectures --preset mnist --data-dir ../shared/data
@@ -116,6 +117,17 @@ def summary_lines(study: str, records: list[dict[str, Any]]) -> list[str]:
                          f"{_f(s['critical_radius'])}; L = {s['weight_layers']} weight layers; fitted "
                          + ("exponent: too few points above 3 log K" if fit is None else
                             f"exponent {fit['exponent']:.3f} +- {fit['stderr']:.3f} on r >= {fit['r_min']:.4g}"))
+    if study == "hypersurface-training":
+        from gzone.experiments import hypersurface_training as hs
+
+        table = hs.accuracy_table(records)
+        factors = sorted({f for accs in table.values() for f in accs})
+        lines.append(f"{'surface':>12} {'d':>7} " + " ".join(f"{'r=' + format(f, 'g') + 'r_X':>10}" for f in factors))
+        for (surface, dim), accs in table.items():
+            lines.append(f"{surface:>12} {dim:>7} " + " ".join(f"{_f(accs.get(f)):>10}" for f in factors))
+        for surface, by_radius in hs.intrinsic_dimension(records).items():
+            lines.append(f"intrinsic dimension ({surface}): " + ", ".join(
+                f"r={f:g}r_X: {_f(d)}" for f, d in sorted(by_radius.items())))
     if study == "init-selection":
         from gzone.experiments import init_selection
 

@@ -16,8 +16,15 @@ import pytest
 import scipy.stats
 from jax.flatten_util import ravel_pytree
 
-from gzone import directions, models, results, subspace, training
-from gzone.experiments import base, fort, init_selection, radial_loss, radius_drift
+from gzone import directions, hypersurface, results, subspace, training
+from gzone.experiments import (
+    base,
+    fort,
+    hypersurface_training,
+    init_selection,
+    radial_loss,
+    radius_drift,
+)
 from gzone.objective import cross_entropy
 from gzone.plots import fort as figures
 
@@ -221,6 +228,46 @@ def test_radius_drift_records_equal_direct_training(studies):
     np.testing.assert_allclose(norms, direct.history["parameter_norm"], rtol=1e-8)
 
 
+@study_group("hypersurface-training")
+def test_hypersurface_records_equal_a_direct_run_and_spheres_keep_their_radius(studies):
+    _, records = studies("hypersurface-training")
+    surf = [r for r in records if r["kind"] == "hypersurface"]
+    setup = fort.setup_for(SMALL, None)
+    assert len(surf) == (1 + len(SMALL.hs_surfaces) * len(SMALL.hs_dims)) * SMALL.seeds * len(SMALL.hs_radii)
+    assert {r["dim"] for r in surf if r["surface"] == "full"} == {setup.num_params}
+    for r in surf:
+        if r["surface"] == "hypersphere" and r["final_radius"] is not None:
+            assert r["final_radius"] == pytest.approx(r["radius"], rel=1e-10)
+    _, x_test, y_test = init_selection.load_train_test(SMALL, None)
+    params0 = fort.seed_state(setup, SMALL, 0, 1)[0]
+    dim = min(SMALL.hs_dims)
+    key = jax.random.fold_in(base.stream_key(0, hypersurface_training.BASIS_STREAM), dim)
+    direct = hypersurface.train_hypersurface(
+        setup.model.apply, params0, hypersurface.sparse_basis(key, setup.num_params, dim, setup.dtype),
+        setup.x, setup.y, surface="hyperplane", scales=np.asarray(SMALL.hs_radii), lr=SMALL.hs_lr,
+        epochs=SMALL.hs_epochs, batch_size=SMALL.hs_batch,
+        key=base.stream_key(0, hypersurface_training.BATCH_STREAM),
+        metric=subspace.layer_metric(params0, "xavier"), x_test=x_test, y_test=y_test)
+    for j, factor in enumerate(SMALL.hs_radii):
+        r = next(r for r in surf if (r["surface"], r["dim"], r["radius_factor"]) == ("hyperplane", dim, factor))
+        assert r["final_test_accuracy"] == pytest.approx(float(direct.history["test_accuracy"][j][-1]))
+        assert r["final_radius"] == pytest.approx(float(direct.history["radius"][j][-1]), rel=1e-10)
+    v = jnp.arange(7.0)
+    np.testing.assert_array_equal(hypersurface.apply_basis(hypersurface_training.identity_basis(7, v.dtype), v), v)
+
+
+def test_intrinsic_dimension_is_the_smallest_d_reaching_the_baseline_fraction():
+    def rec(surface, dim, factor, acc):
+        return {"kind": "hypersurface", "surface": surface, "dim": dim, "radius_factor": factor,
+                "final_test_accuracy": acc}
+    records = [rec("full", 100, 1.0, 0.9), rec("full", 100, 3.0, 0.5),
+               rec("hyperplane", 10, 1.0, 0.7), rec("hyperplane", 30, 1.0, 0.85),
+               rec("hyperplane", 90, 1.0, 0.89), rec("hyperplane", 10, 3.0, 0.2),
+               rec("hyperplane", 30, 3.0, 0.3), rec("hyperplane", 90, 3.0, 0.4)]
+    out = hypersurface_training.intrinsic_dimension(records, 0.9)
+    assert out == {"hyperplane": {1.0: 30, 3.0: None}}  # 0.9 x 0.9 = 0.81: d = 30 at Xavier
+
+
 @pytest.mark.parametrize("study, cut", [
     pytest.param("radius", 2, marks=study_group("radius")),
     pytest.param("stokes", 7, marks=study_group("stokes")),
@@ -266,6 +313,10 @@ def test_interrupted_studies_resume_without_losing_or_duplicating(study, cut, st
     ({"model": "lenet5"}, "lenet5 is bias-free here"),
     ({"dataset": "svhn2"}, "unknown dataset 'svhn2'"),
     ({"inits": 3}, "inits must be at least 4"),
+    ({"hs_radii": (0.5, 2.0)}, "hs_radii must include 1"),
+    ({"hs_surfaces": ("torus",)}, "hs_surfaces must name hyperplane and/or hypersphere"),
+    ({"hs_dims": (5, 10**6), "study": "hypersurface-training"}, "hs_dims=1000000 exceeds"),
+    ({"hs_batch": 500, "study": "hypersurface-training"}, "hs_batch=500 exceeds the 60 training"),
     ({"target_accuracy": 1.5}, "target_accuracy must be at most 1"),
     ({"select_quantile": 0.7}, "select_quantile must be at most 0.5"),
     ({"drift_factors": (0.5, -1.0)}, "drift_factors must hold finite numbers > 0"),
@@ -315,30 +366,3 @@ def test_script_summarises_draws_and_refuses_bad_flags(studies, capsys, tmp_path
     err = capsys.readouterr().err
     assert err.startswith("error: --radius-min must be a finite number > 0") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.parametrize("scheme", ["xavier", "kaiming"])
-def test_layer_metric_is_each_layers_initialisation_std(scheme):
-    """M per coordinate ∝ the std ``models.init`` draws that layer with (checked on draws), bias
-    coordinates take their layer's kernel value, and M has RMS 1."""
-    model = models.make_model("mlp", 10, widths=(40, 30), use_bias=True)
-    draws = [jax.tree_util.tree_flatten_with_path(models.init(model, jax.random.key(i), (20, 3), scheme))[0]
-             for i in range(20)]
-    m = subspace.layer_metric(models.init(model, jax.random.key(0), (20, 3), scheme), scheme)
-    assert m.dtype == jnp.float32  # the parameters' dtype
-    assert float(jnp.sqrt(jnp.mean(m**2))) == pytest.approx(1.0, rel=1e-6)
-    offset, blocks = 0, {}
-    for j, (path, leaf) in enumerate(draws[0]):
-        block = m[offset: offset + leaf.size]
-        offset += leaf.size
-        assert float(block.max()) == pytest.approx(float(block.min()), rel=1e-12)
-        blocks[path] = float(block[0])
-        if path[-1].key == "kernel":
-            empirical = float(np.std(np.concatenate([np.ravel(d[j][1]) for d in draws])))
-            assert empirical == pytest.approx(models.init_std(leaf.shape, scheme), rel=0.05)
-            blocks[path[:-1]] = float(block[0]) / empirical
-    ratios = [v for k, v in blocks.items() if len(k) == 2]  # per layer: metric / empirical std
-    np.testing.assert_allclose(ratios, ratios[0], rtol=0.05)
-    for path, value in blocks.items():
-        if len(path) == 3 and path[-1].key == "bias":
-            assert value == pytest.approx(blocks[(*path[:-1], jax.tree_util.DictKey("kernel"))], rel=1e-12)

@@ -22,6 +22,9 @@ Studies (``study``):
   of radius r (flat, then a power law with exponent ≈ L) with Tr H and ‖H‖ (full space and plane).
 * ``stokes`` (Eq. 4; :mod:`gzone.experiments.radial_loss`): the mean Laplacian over spheres of
   radius ρ (Hutchinson) against d²⟨ℓ⟩/dρ² + (D − 1)/ρ · d⟨ℓ⟩/dρ (finite differences).
+* ``hypersurface-training`` (Fig. 2; :mod:`gzone.experiments.hypersurface_training`): minibatch
+  Adam on θ̂ only, on random hyperplanes and hyperspheres through each radius, for a grid of d;
+  accuracy against radius per d, and the intrinsic dimension against the radius.
 * ``init-selection`` (Fig. 6; :mod:`gzone.experiments.init_selection`): ``inits`` Xavier draws,
   each measured on a random d-plane and trained in full space with Adam; steps to a target test
   accuracy against each measure (Spearman, Mann–Whitney U of top vs bottom quantile).
@@ -48,8 +51,8 @@ from gzone.experiments import base
 from gzone.experiments.base import ConfigError, Progress, Record, Setup
 
 NAME = "fort"
-STUDIES = ("radius", "directions", "architectures", "loss-radius", "stokes", "init-selection",
-           "radius-drift")
+STUDIES = ("radius", "directions", "architectures", "loss-radius", "stokes",
+           "hypersurface-training", "init-selection", "radius-drift")
 DIRECTIONS_STREAM = 6  # random unit directions of the directions study
 HUTCHINSON_STREAM = 7  # Hutchinson probes (directions, loss-radius, stokes)
 SPHERE_STREAM = 8  # the stokes study's points on the sphere
@@ -64,7 +67,8 @@ PRESETS: dict[str, dict[str, Any]] = {
              "dim": 10, "num_directions": 40, "probes": 10, "sphere_points": 8,
              "sphere_probes": 2, "architectures": ("mlp:16:relu", "mlp:16:tanh"), "n_test": 100,
              "train_steps": 40, "train_log_every": 10, "train_lr": 0.01, "inits": 6,
-             "target_accuracy": 0.5, "drift_factors": (0.3, 3.0), "batch_size": 8},
+             "target_accuracy": 0.5, "drift_factors": (0.3, 3.0), "batch_size": 8,
+             "hs_dims": (5, 20), "hs_radii": (0.3, 1.0, 3.0), "hs_epochs": 2, "hs_batch": 50},
     "mnist": {"model": "mlp", "widths": (200, 200), "dataset": "mnist", "n_samples": 10000,
               "dims": (10, 20, 50, 100, 200), "architectures": (
                   "mlp:200:relu", "mlp:200,200:relu", "mlp:200,200,200:relu", "mlp:50,50:relu",
@@ -133,16 +137,31 @@ class FortConfig:
         "help": "init-selection, radius-drift: Adam learning rate (full batch)"})
     train_steps: int = dataclasses.field(default=300, metadata={
         "help": "init-selection, radius-drift: full-space Adam steps per run"})
-    train_log_every: int = dataclasses.field(default=10, metadata={
+    train_log_every: int = dataclasses.field(default=2, metadata={
         "help": "init-selection, radius-drift: steps between logs (the resolution of steps-to-target)"})
     inits: int = dataclasses.field(default=32, metadata={
         "help": "init-selection: Xavier initialisations measured and trained"})
-    target_accuracy: float = dataclasses.field(default=0.85, metadata={
+    target_accuracy: float = dataclasses.field(default=0.9, metadata={
         "help": "init-selection: the test accuracy whose first logged step is 'steps to target'"})
     select_quantile: float = dataclasses.field(default=0.25, metadata={
         "help": "init-selection: top and bottom quantile compared (Mann-Whitney U)"})
     drift_factors: tuple[float, ...] = dataclasses.field(default=(0.1, 0.3, 1.0, 3.0, 10.0), metadata={
         "help": "radius-drift: starting radii as factors of the Xavier radius"})
+    hs_surfaces: tuple[str, ...] = dataclasses.field(default=("hyperplane", "hypersphere"), metadata={
+        "help": "hypersurface-training: surfaces (hyperplane, hypersphere)"})
+    hs_dims: tuple[int, ...] = dataclasses.field(default=(10, 30, 100, 300, 1000), metadata={
+        "help": "hypersurface-training: dimensions d of the random surfaces"})
+    hs_radii: tuple[float, ...] = dataclasses.field(default=(0.1, 0.3, 1.0, 3.0, 10.0), metadata={
+        "help": "hypersurface-training: radius factors (1 = Xavier: the full-space baseline)"})
+    hs_lr: float = dataclasses.field(default=0.01, metadata={
+        "help": "hypersurface-training: Adam learning rate on theta_hat (minibatches)"})
+    hs_epochs: int = dataclasses.field(default=10, metadata={
+        "help": "hypersurface-training: epochs (the paper: 10)"})
+    hs_batch: int = dataclasses.field(default=100, metadata={
+        "help": "hypersurface-training: minibatch size"})
+    hs_fraction: float = dataclasses.field(default=0.9, metadata={
+        "help": "hypersurface-training: intrinsic dimension = smallest d reaching this fraction "
+                "of the full-space test accuracy at the Xavier radius"})
     batch_size: int = dataclasses.field(default=16, metadata={
         "help": "init-selection, radius-drift: runs vmapped together (memory bound)"})
     dtype: str = dataclasses.field(default="float32", metadata={
@@ -213,6 +232,18 @@ def validate(config: FortConfig) -> None:
     base.check_at_least(config, "train_steps", "train_log_every", "batch_size", "n_test")
     base.check_at_least(config, "inits", minimum=4)
     base.check_alphas(config, "drift_factors")
+    base.check_alphas(config, "hs_radii")
+    base.check_positive(config, "hs_lr", "hs_fraction")
+    base.check_at_least(config, "hs_epochs", "hs_batch")
+    if not config.hs_surfaces or any(s not in ("hyperplane", "hypersphere") for s in config.hs_surfaces):
+        raise ConfigError("hs_surfaces", f"{{name}} must name hyperplane and/or hypersphere, got "
+                                         f"{config.hs_surfaces!r}")
+    if not config.hs_dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                                 for d in config.hs_dims):
+        raise ConfigError("hs_dims", f"{{name}} must be integers >= 1, got {config.hs_dims!r}")
+    if 1.0 not in config.hs_radii:
+        raise ConfigError("hs_radii", "{name} must include 1 (the Xavier radius: the full-space "
+                                      "baseline of the intrinsic dimension)")
     if config.target_accuracy > 1:
         raise ConfigError("target_accuracy", f"{{name}} must be at most 1, got {config.target_accuracy!r}")
     if config.select_quantile > 0.5:
@@ -296,11 +327,18 @@ def run(config: FortConfig, out_dir: str | Path, *, data_dir: str | None = None,
         progress: Progress | None = None) -> list[Record]:
     """Run (or resume) ``config.study`` in ``out_dir``; all its records."""
     validate(config)
-    from gzone.experiments import init_selection, radial_loss, radius_drift, radius_sweep
+    from gzone.experiments import (
+        hypersurface_training,
+        init_selection,
+        radial_loss,
+        radius_drift,
+        radius_sweep,
+    )
 
     runner = {"radius": radius_sweep.run_radius, "directions": radius_sweep.run_directions,
               "architectures": radius_sweep.run_architectures,
               "loss-radius": radial_loss.run_loss_radius, "stokes": radial_loss.run_stokes,
+              "hypersurface-training": hypersurface_training.run_hypersurface_training,
               "init-selection": init_selection.run_init_selection,
               "radius-drift": radius_drift.run_radius_drift}
     runner[config.study](config, Path(out_dir), data_dir=data_dir, progress=progress)

@@ -218,6 +218,50 @@ def stokes_figure(records: list[Record], *, title: str | None = None,
     return finish(fig, title, path_stem)
 
 
+def fig2_figure(records: list[Record], *, title: str | None = None,
+                path_stem: str | Path | None = None) -> plt.Figure:
+    """Fig. 2: final test accuracy against the radius of the surface, one curve per d, for each
+    surface (dashed: full space); last panel the intrinsic dimension against the radius."""
+    from gzone.experiments import hypersurface_training as hs
+
+    table = hs.accuracy_table(records)
+    surfaces = sorted({s for s, _ in table if s != "full"}) or ["hyperplane"]
+    fig, axes = plt.subplots(1, len(surfaces) + 1, figsize=(5 * (len(surfaces) + 1), 3.8))
+    xavier = [r["xavier_radius"] for r in records if r.get("kind") == "hypersurface"]
+    r_x = float(np.mean(xavier)) if xavier else 1.0
+    dims = sorted({d for s, d in table if s != "full"})
+    colors = _colors(dims, "plasma")
+    for ax, surface in zip(axes, surfaces):
+        if not table:
+            _empty(ax, "hypersurface")
+        for (s, d), accs in table.items():
+            if s == surface or s == "full":
+                xs = sorted(accs)
+                ax.plot([x * r_x for x in xs], [accs[x] for x in xs], "o--" if s == "full" else "o-",
+                        ms=3, color="black" if s == "full" else colors[d],
+                        label="full space" if s == "full" else f"d={d}")
+        _xavier(ax, [r for r in records if r.get("kind") == "hypersurface"])
+        ax.set(xscale="log", xlabel=RADIUS_LABEL, ylabel="final test accuracy",
+               title=f"random {surface}s")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    ax = axes[-1]
+    found = False
+    for surface, by_radius in hs.intrinsic_dimension(records).items():
+        xs = sorted(by_radius)
+        ys = [np.nan if by_radius[x] is None else by_radius[x] for x in xs]
+        found = found or bool(np.isfinite(ys).any())
+        ax.plot([x * r_x for x in xs], ys, "o-", ms=4, label=surface)
+    _xavier(ax, [r for r in records if r.get("kind") == "hypersurface"])
+    ax.set(xscale="log", xlabel=RADIUS_LABEL, ylabel="intrinsic dimension (90 %)",
+           title="intrinsic dimension against radius" + ("" if found else " (no d reached it)"))
+    if found:
+        ax.set_yscale("log")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return finish(fig, title, path_stem)
+
+
 def fig6_figure(records: list[Record], *, title: str | None = None,
                 path_stem: str | Path | None = None) -> plt.Figure:
     """Fig. 6: steps to the target test accuracy against (a) the fraction of positive eigenvalues,
@@ -283,7 +327,8 @@ def drift_figure(records: list[Record], *, title: str | None = None,
 
 
 FIGURES = {"radius": fig3_figure, "directions": directions_figure, "architectures": fig4_figure,
-           "loss-radius": fig5_figure, "stokes": stokes_figure, "init-selection": fig6_figure,
+           "loss-radius": fig5_figure, "stokes": stokes_figure,
+           "hypersurface-training": fig2_figure, "init-selection": fig6_figure,
            "radius-drift": drift_figure}
 
 
