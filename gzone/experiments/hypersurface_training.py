@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import hypersurface, results, subspace
+from gzone import hypersurface, results
 from gzone.experiments import base, fort
 from gzone.experiments.base import ConfigError, Progress, Record
 from gzone.experiments.init_selection import load_train_test
@@ -59,9 +59,7 @@ def run_hypersurface_training(config: fort.FortConfig, out: Path, *, data_dir: s
     done = {(r["surface"], r["dim"], r["seed"]) for r in existing if r.get("kind") == "hypersurface"}
     todo = [j for j in jobs(config, setup.num_params) if j not in done]
     for surface, dim, seed in base.iterate(todo, progress):
-        params0 = fort.seed_state(setup, config, seed, 1)[0]
-        m = subspace.layer_metric(params0, config.init) if config.metric else jnp.ones(
-            (setup.num_params,), setup.dtype)
+        params0, m, _ = fort.seed_state(setup, config, seed, 1)  # θ0 and the metric M
         key = jax.random.fold_in(base.stream_key(seed, BASIS_STREAM), dim)
         basis = (identity_basis(setup.num_params, setup.dtype) if surface == "full"
                  else hypersurface.sparse_basis(key, setup.num_params, dim, setup.dtype))

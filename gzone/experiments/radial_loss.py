@@ -47,7 +47,7 @@ def run_loss_radius(config: fort.FortConfig, out: Path, *, data_dir: str | None,
             "frobenius_norm": math.sqrt(max(moments["frobenius_sq"], 0.0)),
             "flags": [] if math.isfinite(float(loss)) else ["nonfinite_loss"]})]
 
-    radius_sweep._sweep_records(config, setup, out, existing, (config.dim,), progress, {},
+    radius_sweep.sweep_records(config, setup, out, existing, (config.dim,), progress, {},
                                 on_point=on_point, point_kind="loss")
 
 

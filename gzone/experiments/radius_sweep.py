@@ -37,7 +37,7 @@ def plane_record(hessian: jax.Array) -> Record:
     return {**summary, "trace": float(eigs.sum()), "frobenius_norm": float(np.sqrt((eigs**2).sum()))}
 
 
-def _sweep_records(config: fort.FortConfig, setup: Setup, out: Path, existing: list[Record],
+def sweep_records(config: fort.FortConfig, setup: Setup, out: Path, existing: list[Record],
                    dims: tuple[int, ...], progress: Progress | None, extra: dict[str, Any],
                    basis: str | None = None, on_point=None, point_kind: str = "directions") -> None:
     """The plane records of every (radius, seed, d) not yet in ``existing`` (matched on
@@ -86,7 +86,7 @@ def run_radius(config: fort.FortConfig, out: Path, *, data_dir: str | None,
     setup = fort.setup_for(config, data_dir)
     base.check_dim(setup, max(config.dims), name="dims")
     existing = base.open_results(config, out)
-    _sweep_records(config, setup, out, existing, tuple(config.dims), progress, {})
+    sweep_records(config, setup, out, existing, tuple(config.dims), progress, {})
 
 
 
@@ -167,7 +167,7 @@ def run_directions(config: fort.FortConfig, out: Path, *, data_dir: str | None,
     def on_point(c, seed, params, m, batches, common, planes):
         return direction_record(config, setup, c, seed, params, m, batches, common, planes)
 
-    _sweep_records(config, setup, out, existing, tuple(config.dims), progress, {},
+    sweep_records(config, setup, out, existing, tuple(config.dims), progress, {},
                    basis="orthonormal", on_point=on_point)
 
 
@@ -187,4 +187,4 @@ def run_architectures(config: fort.FortConfig, out: Path, *, data_dir: str | Non
             jobs.append((sub, setup, {"architecture": spec, "label": arch.label, "dataset": dataset}))
     existing = base.open_results(config, out)
     for sub, setup, extra in jobs:
-        _sweep_records(sub, setup, out, existing, (config.dim,), progress, extra)
+        sweep_records(sub, setup, out, existing, (config.dim,), progress, extra)
