@@ -4,7 +4,7 @@ Reimplements, in JAX, Vysogorets, Dawid & Kempe, *Deconstructing the Goldilocks 
 Network Initialization* (ICML 2024) and Fort & Scherlis, *The Goldilocks zone* (AAAI 2019).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def enable_float64() -> None:

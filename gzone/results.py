@@ -76,18 +76,33 @@ def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, 
         stored = json.loads(config_path.read_text())
         stored = {k: v for k, v in stored.items() if k not in PROVENANCE_KEYS}
         if stored != wanted and _holds_records(out):
-            differing = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
-            details = ", ".join(f"{k}: {stored.get(k)!r} there vs {wanted.get(k)!r} now" for k in differing)
-            raise ConfigMismatchError(
-                f"{out} holds results of another configuration ({details}); "
-                f"use a different {{name}} or remove {out}"
-            )
+            raise ConfigMismatchError(mismatch_message(out, stored, wanted))
         if stored != wanted:
             _write_config(config_path, wanted)
     else:
         _write_config(config_path, wanted)
     _roll_back_pending_write(out)
     return load_records(out / RESULTS_FILE, repair=True)
+
+
+def mismatch_message(out: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """Why ``out`` (holding records of ``stored``) refuses ``wanted``, in one line: another study,
+    a directory of gzone 0.1 (to migrate), or at most three differing fields."""
+    study, there = wanted.get("study"), stored.get("study")
+    if "/" in str(study) and "/" not in str(there):
+        return (f"{out} was written by gzone 0.1, before studies had names: convert it with "
+                f"`gzone migrate {study} --out {out}` (its records are kept), or use a "
+                f"different {{name}}")
+    if there != study:
+        return f"{out} holds results of {there}, not {study}; use a different {{name}} or remove {out}"
+    differing = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+    details = "; ".join(f"{k}: {stored.get(k)!r} there vs {wanted.get(k)!r} now"
+                        for k in differing[:3])
+    if len(differing) > 3:
+        details += f"; and {len(differing) - 3} more"
+    whose = f"{study} " if study is not None else ""
+    return (f"{out} holds results of {whose}with another configuration ({details}); use a "
+            f"different {{name}} or remove {out}")
 
 
 def _write_config(config_path: Path, wanted: dict[str, Any]) -> None:

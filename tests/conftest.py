@@ -1,5 +1,6 @@
-"""Test-wide settings: float64 available (dense references), shared data folder fixture, and
-JAX's persistent compilation cache in ``.pytest_cache/jax-compilation`` (shared by the xdist
+"""Test-wide settings: float64 available (dense references), shared data folder fixture, the
+tiny runs every study makes once per suite (:func:`tiny`, shared by the contract test, the
+science tests and the notebooks), and JAX's persistent compilation cache in ``.pytest_cache/jax-compilation`` (shared by the xdist
 workers, the subprocesses and notebook kernels the tests start — they inherit the environment —
 and by later runs), so that a program compiled by one test is loaded, not recompiled, by the
 next. Compile counts are unaffected: ``jax.log_compiles`` reports cache hits as compilations.
@@ -10,9 +11,11 @@ arrays explicitly, and the library takes its dtype from its inputs.
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 _CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation"
 for _name, _value in (("JAX_COMPILATION_CACHE_DIR", str(_CACHE)),
@@ -37,6 +40,50 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_persistent_cache_min_entry_size_bytes",
                   int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+
+def tiny_root(config: pytest.Config) -> Path:
+    """Where the tiny runs of this suite live: one folder shared by the xdist workers of one run
+    (the parent of their base temporary folders), the base temporary folder otherwise."""
+    base = config._tmp_path_factory.getbasetemp()
+    return (base.parent if hasattr(config, "workerinput") else base) / "tiny-runs"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``$GZONE_TINY_RUNS`` for every item, notebooks included: their kernels (started by the
+    worker) read the same tiny runs instead of computing them again."""
+    os.environ["GZONE_TINY_RUNS"] = str(tiny_root(item.config))
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    """A study's ``tiny`` preset, run once per suite."""
+
+    study: Any
+    config: Any
+    out: Path
+    records: list
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """``tiny(name) -> TinyRun``: the study's ``tiny`` preset run into the suite's shared folder
+    (the engine's lock lets one process compute it while the others wait and then load it).
+    Tests must not write into ``out``: copy it first."""
+    from gzone import engine, studies
+
+    cache: dict[str, TinyRun] = {}
+
+    def get(name: str) -> TinyRun:
+        if name not in cache:
+            study = studies.get(name)
+            config = engine.make_config(study, "tiny")
+            out = Path(os.environ["GZONE_TINY_RUNS"]) / name.replace("/", "-")
+            cache[name] = TinyRun(study, config, out, engine.run(study, config, out))
+        return cache[name]
+
+    return get
 
 
 @pytest.fixture(scope="session")

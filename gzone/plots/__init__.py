@@ -35,13 +35,17 @@ def _is_full(record: dict[str, Any]) -> bool:
 
 
 def save(fig: plt.Figure, path_stem: str | Path | None) -> None:
-    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (nothing when ``path_stem`` is None)."""
+    """Save ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (nothing when ``path_stem`` is None); the
+    paths written are kept in ``fig.gzone_saved``."""
     if path_stem is None:
         return
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.gzone_saved = []  # where it went (the gzone command prints it)
     for suffix in (".png", ".pdf"):
-        fig.savefig(stem.with_suffix(suffix), dpi=150, bbox_inches="tight")
+        path = stem.parent / (stem.name + suffix)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        fig.gzone_saved.append(path)
 
 
 def finish(

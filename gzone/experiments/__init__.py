@@ -1,1 +1,0 @@
-"""One module per study: ``run(config, ...) -> records`` and its summaries; figures in gzone.plots."""

@@ -1,0 +1,60 @@
+"""The registry of studies: an explicit import list, one module per study, grouped by paper.
+
+Each module declares ``STUDY`` (:class:`gzone.engine.Study`) once; its name ``<paper>/<topic>``
+appears nowhere else in the library. :data:`STUDIES` maps the names to the studies in the order
+of the papers; :func:`get` looks one up.
+"""
+
+from __future__ import annotations
+
+from gzone.engine import Study
+from gzone.studies.fort import (
+    architectures,
+    directions,
+    hypersurface_training,
+    init_selection,
+    loss_radius,
+    radius,
+    radius_drift,
+    stokes,
+)
+from gzone.studies.icml import (
+    alpha_sweep,
+    alpha_temperature,
+    curves,
+    dim_sweep,
+    gamma_entropy,
+    gradient_cosines,
+    gradient_prior,
+    gterm_prediction,
+    lazy,
+    many_inits,
+    pre_collapse,
+    probe,
+    random_labels,
+    temperature_sweep,
+    trainability,
+    uso,
+    uso_retrain,
+)
+
+_MODULES = (
+    alpha_sweep, alpha_temperature, temperature_sweep, dim_sweep,  # Fig. 1, 2, 4 left
+    gterm_prediction, gamma_entropy, gradient_cosines, gradient_prior, many_inits,  # Sec. 4
+    pre_collapse,  # App. D
+    trainability, curves, random_labels,  # Sec. 5
+    uso, uso_retrain, probe, lazy,  # App. E
+    radius, directions, architectures, loss_radius, stokes,  # Fort & Scherlis Fig. 3-5, Eq. 4
+    hypersurface_training, init_selection, radius_drift,  # Fort & Scherlis Fig. 2, 6, obs. 8
+)
+
+STUDIES: dict[str, Study] = {module.STUDY.name: module.STUDY for module in _MODULES}
+#: name -> the module that declares the study
+MODULES = {module.STUDY.name: module for module in _MODULES}
+
+
+def get(name: str) -> Study:
+    """The study named ``name``; a one-line error listing the names otherwise."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; `gzone list` shows them: {', '.join(STUDIES)}")
+    return STUDIES[name]

@@ -1,0 +1,262 @@
+"""Fort & Scherlis Fig. 2 (conclusions 3–5): training on random hyperplanes and hyperspheres —
+it succeeds only where the surface crosses the Goldilocks zone, and the intrinsic dimension
+depends on the radius.
+
+For each surface (``hs_surfaces``), dimension d (``hs_dims``) and seed: the seed's Xavier θ0 and
+a random sparse ±1 basis R (:func:`gzone.hypersurface.sparse_basis`, never a dense P × d matrix)
+with the per-layer metric M; the surface through θ0 is scaled to each radius factor s of
+``hs_radii`` (θ = s(θ0 + M R θ̂) on the hyperplane, its projection onto the sphere of radius
+s‖θ0‖ on the hypersphere) and θ̂ ∈ R^d is trained with minibatch Adam (``hs_lr``, ``hs_epochs``
+epochs of ``hs_batch``) — all radii of a (surface, d, seed) one vmapped program
+(:func:`gzone.hypersurface.train_hypersurface`). One ``hypersurface`` record per (surface, d,
+seed, radius) with the final accuracies, radius and per-epoch curves. The full-space reference
+is the same trainer with the identity basis (d = P; surface ``full``).
+
+The intrinsic dimension (:func:`intrinsic_dimension`) at each radius is the smallest d whose
+mean test accuracy reaches ``hs_fraction`` × the full-space test accuracy at the Xavier radius
+(s = 1, the baseline of Li et al.); every record carries the fraction it is summarised with.
+
+    gzone run fort/hypersurface-training
+    gzone run fort/hypersurface-training --hs-fraction 0.8
+    gzone run fort/hypersurface-training --preset paper --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gzone import hypersurface
+from gzone.engine import FORT, ConfigError, Study
+from gzone.engine.config import (
+    check_alphas,
+    check_at_least,
+    check_dims,
+    check_fraction,
+    check_positive,
+    field,
+)
+from gzone.engine.setup import check_dim, stream_key
+from gzone.studies.fort import _common as common
+
+SURFACES = ("hyperplane", "hypersphere")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.NetworkConfig):
+    """Minibatch Adam on θ̂ on random hyperplanes and hyperspheres through each radius."""
+
+    seeds: int = field(3, "seeds (theta0 and basis) per surface and d")
+    metric: bool = field(True, "per-layer metric M on the surfaces (theta = theta0 + M R theta_hat)")
+    n_test: int | None = field(None, "first N test samples (none: all)")
+    hs_surfaces: tuple[str, ...] = field(SURFACES, "surfaces trained on", SURFACES)
+    hs_dims: tuple[int, ...] = field((10, 30, 100, 300, 1000), "dimensions d of the random surfaces")
+    hs_radii: tuple[float, ...] = field((0.1, 0.3, 1.0, 3.0, 10.0), "radius factors (1 = Xavier: "
+                                        "the full-space baseline)")
+    hs_lr: float = field(0.01, "Adam learning rate on theta_hat (minibatches)")
+    hs_epochs: int = field(10, "epochs of minibatch Adam (the paper states 10 epochs for its "
+                                "Fig. 6 runs, no budget for Fig. 2)")
+    hs_batch: int = field(100, "minibatch size")
+    hs_fraction: float = field(0.9, "intrinsic dimension = smallest d reaching this fraction of "
+                                    "the full-space test accuracy at the Xavier radius (0 < f <= 1)")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"widths": (32, 16), "n_samples": 200, "seeds": 1, "n_test": 100, "hs_dims": (5, 20),
+             "hs_radii": (0.3, 1.0, 3.0), "hs_epochs": 2, "hs_batch": 50},
+    "default": {},
+    "cpu": {**common.MNIST, "n_samples": 2000, "n_test": 1000, "seeds": 2,
+            "hs_dims": (10, 30, 100, 300)},
+    "paper": {**common.MNIST, "n_samples": None, "n_test": None},
+    "mnist": {**common.MNIST, "n_samples": None, "n_test": None},
+    "cifar10": {**common.CIFAR10, "n_samples": None, "n_test": None},
+}
+
+
+def validate(config: Config) -> None:
+    common.validate_network(config)
+    check_at_least(config, "seeds", "n_test", "hs_epochs", "hs_batch")
+    check_positive(config, "hs_lr")
+    check_fraction(config, "hs_fraction")
+    check_alphas(config, "hs_radii")
+    check_dims(config, "hs_dims")
+    if not config.hs_surfaces or any(s not in SURFACES for s in config.hs_surfaces):
+        raise ConfigError("hs_surfaces", f"{{name}} must name hyperplane and/or hypersphere, got "
+                                         f"{config.hs_surfaces!r}")
+    if 1.0 not in config.hs_radii:
+        raise ConfigError("hs_radii", "{name} must include 1 (the Xavier radius: the full-space "
+                                      "baseline of the intrinsic dimension)")
+
+
+def prepare(config: Config, data_dir: str | None) -> Any:
+    setup = common.load_train_test(config, data_dir)
+    check_dim(setup, max(config.hs_dims), name="hs_dims")
+    if config.hs_batch > len(setup.x):
+        raise ConfigError("hs_batch", f"{{name}}={config.hs_batch} exceeds the {len(setup.x)} "
+                                      f"training samples; choose a smaller {{name}}")
+    return setup
+
+
+def points(config: Config, setup: Any) -> list[dict[str, Any]]:
+    """(surface, d, seed) of every training grid, the full-space reference first."""
+    full = [{"kind": "hypersurface", "surface": "full", "dim": setup.num_params, "seed": s}
+            for s in range(config.seeds)]
+    return full + [{"kind": "hypersurface", "surface": surface, "dim": d, "seed": s}
+                   for surface in config.hs_surfaces for d in sorted(config.hs_dims)
+                   for s in range(config.seeds)]
+
+
+def identity_basis(num_params: int, dtype: Any) -> hypersurface.SparseBasis:
+    """The identity as a :class:`gzone.hypersurface.SparseBasis` (P non-zeros): full space."""
+    index = jnp.arange(num_params, dtype=jnp.int32)
+    return hypersurface.SparseBasis(index, index, jnp.ones((num_params,), dtype), num_params, num_params)
+
+
+def _last(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return finite[-1] if finite else None
+
+
+def measure(ctx, chunk):
+    config, setup = ctx.config, ctx.setup
+    for p in chunk:
+        surface, dim, seed = p["surface"], p["dim"], p["seed"]
+        params0, m, _ = common.seed_state(setup, config, seed, 1, basis="orthonormal")
+        key = jax.random.fold_in(stream_key(seed, "hypersurface-basis"), dim)
+        basis = (identity_basis(setup.num_params, setup.dtype) if surface == "full"
+                 else hypersurface.sparse_basis(key, setup.num_params, dim, setup.dtype))
+        trained = hypersurface.train_hypersurface(
+            setup.model.apply, params0, basis, setup.x, setup.y,
+            surface="hyperplane" if surface == "full" else surface,
+            scales=np.asarray(config.hs_radii), lr=config.hs_lr, epochs=config.hs_epochs,
+            batch_size=config.hs_batch, key=stream_key(seed, "hypersurface-batches"), metric=m,
+            x_test=setup.x_test, y_test=setup.y_test)
+        h = trained.history
+        r0 = float(jnp.linalg.norm(common.flat(params0)))
+        records = []
+        for j, factor in enumerate(config.hs_radii):
+            diverged = int(trained.diverged_at[j])
+            curve = {f: [None if not np.isfinite(v) else float(v) for v in h[f][j]]
+                     for f in ("loss", "train_accuracy", "test_accuracy", "radius")}
+            records.append({
+                **p, "radius_factor": factor, "radius": factor * r0, "xavier_radius": r0,
+                "num_params": setup.num_params, "hs_fraction": config.hs_fraction,
+                "final_radius": _last(curve["radius"]),
+                "final_train_accuracy": _last(curve["train_accuracy"]),
+                "final_test_accuracy": _last(curve["test_accuracy"]),
+                "epochs": [int(e) for e in np.asarray(h["epoch"])[j]],
+                **{f"curve_{f}": v for f, v in curve.items()},
+                "diverged_at": None if diverged < 0 else diverged,
+                "flags": [] if diverged < 0 else ["diverged"]})
+        yield records
+
+
+def accuracy_table(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, float]]:
+    """(surface, d) -> {radius factor: mean final test accuracy over seeds}."""
+    groups: dict[tuple[str, int, float], list[float]] = {}
+    for r in records:
+        if r.get("kind") == "hypersurface" and r.get("final_test_accuracy") is not None:
+            groups.setdefault((r["surface"], r["dim"], r["radius_factor"]), []).append(r["final_test_accuracy"])
+    table: dict[tuple[str, int], dict[float, float]] = {}
+    for (surface, dim, factor), values in sorted(groups.items()):
+        table.setdefault((surface, dim), {})[factor] = float(np.mean(values))
+    return table
+
+
+def recorded_fraction(records: list[dict[str, Any]], default: float = 0.9) -> float:
+    """The ``hs_fraction`` the records were written with (``default`` for records without one)."""
+    return next((r["hs_fraction"] for r in records if r.get("kind") == "hypersurface"
+                 and r.get("hs_fraction") is not None), default)
+
+
+def intrinsic_dimension(records: list[dict[str, Any]],
+                        fraction: float | None = None) -> dict[str, dict[float, int | None]]:
+    """surface -> {radius factor: the smallest d reaching ``fraction`` (default: the records'
+    ``hs_fraction``) × the full-space test accuracy at the Xavier radius, or None}."""
+    fraction = recorded_fraction(records) if fraction is None else fraction
+    table = accuracy_table(records)
+    full = next((acc for (surface, _), acc in table.items() if surface == "full"), None)
+    if not full or 1.0 not in full:
+        return {}
+    threshold = fraction * full[1.0]
+    out: dict[str, dict[float, int | None]] = {}
+    for (surface, dim), accs in sorted(table.items()):
+        if surface == "full":
+            continue
+        for factor, acc in accs.items():
+            best = out.setdefault(surface, {}).get(factor)
+            if acc >= threshold and (best is None or dim < best):
+                out[surface][factor] = dim
+            else:
+                out[surface].setdefault(factor, None)
+    return out
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (surface, d): the mean final test accuracy at each radius factor; then per surface the
+    intrinsic dimension at each radius (at the records' ``hs_fraction``)."""
+    rows = [{"surface": surface, "dim": dim, **{f"r={f:g}r_X": acc for f, acc in accs.items()}}
+            for (surface, dim), accs in accuracy_table(records).items()]
+    fraction = recorded_fraction(records)
+    return rows + [{"surface": surface, "dim": f"intrinsic ({fraction:.0%})",
+                    **{f"r={f:g}r_X": d for f, d in sorted(by_radius.items())}}
+                   for surface, by_radius in intrinsic_dimension(records).items()]
+
+
+def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
+    """Final test accuracy against the radius of the surface, one curve per d, for each surface
+    (dashed: full space); last panel the intrinsic dimension against the radius."""
+    import matplotlib.pyplot as plt
+
+    from gzone.plots import finish
+
+    table = accuracy_table(records)
+    surfaces = sorted({s for s, _ in table if s != "full"}) or ["hyperplane"]
+    fig, axes = plt.subplots(1, len(surfaces) + 1, figsize=(5 * (len(surfaces) + 1), 3.8))
+    hs = [r for r in records if r.get("kind") == "hypersurface"]
+    r_x = float(np.mean([r["xavier_radius"] for r in hs])) if hs else 1.0
+    dims = sorted({d for s, d in table if s != "full"})
+    colors = common.colors(dims, "plasma")
+    for ax, surface in zip(axes, surfaces):
+        if not table:
+            common.empty(ax, "hypersurface")
+        for (s, d), accs in table.items():
+            if s == surface or s == "full":
+                xs = sorted(accs)
+                ax.plot([x * r_x for x in xs], [accs[x] for x in xs], "o--" if s == "full" else "o-",
+                        ms=3, color="black" if s == "full" else colors[d],
+                        label="full space" if s == "full" else f"d={d}")
+        common.xavier(ax, hs)
+        ax.set(xscale="log", xlabel=common.RADIUS_LABEL, ylabel="final test accuracy",
+               title=f"random {surface}s")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    ax = axes[-1]
+    found = False
+    for surface, by_radius in intrinsic_dimension(records).items():
+        xs = sorted(by_radius)
+        ys = [np.nan if by_radius[x] is None else by_radius[x] for x in xs]
+        found = found or bool(np.isfinite(ys).any())
+        ax.plot([x * r_x for x in xs], ys, "o-", ms=4, label=surface)
+    common.xavier(ax, hs)
+    ax.set(xscale="log", xlabel=common.RADIUS_LABEL,
+           ylabel=f"intrinsic dimension ({recorded_fraction(records):.0%})",
+           title="intrinsic dimension against radius" + ("" if found else " (no d reached it)"))
+    if found:
+        ax.set_yscale("log")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return finish(fig, title, path_stem)
+
+
+STUDY = Study(
+    name="fort/hypersurface-training", paper=FORT, reproduces="Fig. 2",
+    title="training on random hyperplanes and hyperspheres; intrinsic dimension against radius",
+    config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
+    measure=measure, summarize=summarize, figure=figure,
+    done={"hypersurface": ("surface", "dim", "seed")}, growable=("seeds",), legacy={"match": {"study": "fort"}},
+    doc=__doc__)

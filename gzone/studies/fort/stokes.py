@@ -1,0 +1,187 @@
+"""Fort & Scherlis Eq. (4): Stokes' theorem — the mean Laplacian over a sphere is the radial
+growth of the mean loss, ⟨∇²ℓ⟩_ρ = d²⟨ℓ⟩/dρ² + (D − 1)/ρ · d⟨ℓ⟩/dρ: the positive mean curvature
+of the zone is the loss rising with the radius (the fake valleys).
+
+``sphere_points`` fixed random directions u (uniform on the unit sphere of all P coordinates, in
+antithetic pairs ±u, the same at every radius); at φ = ρ·u, θ = M φ, a ``sphere`` record with
+the loss and a Hutchinson estimate of the Laplacian Tr(MHM) (``sphere_probes`` probes). Seed 0's
+θ0 sets the metric and the reference radius ρ_X = ‖M⁻¹θ0‖. The summary sets the mean Laplacian
+over each sphere beside the right side of Eq. (4) from the mean losses
+(:func:`gzone.radial.stokes_laplacian`).
+
+    gzone run fort/stokes
+    gzone run fort/stokes --sphere-points 64
+    gzone run fort/stokes --preset paper --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gzone import curvature, directions, radial
+from gzone.engine import FORT, Study
+from gzone.engine.config import check_at_least, check_positive, check_range, field
+from gzone.engine.setup import stream_key
+from gzone.studies.fort import _common as common
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(common.NetworkConfig):
+    """The loss and the Laplacian at fixed random directions on spheres of growing radius."""
+
+    radius_min: float = field(0.1, "smallest radius, as a factor of the Xavier radius")
+    radius_max: float = field(10.0, "largest radius, as a factor of the Xavier radius")
+    num_radii: int = field(13, "radii (geometric grid)")
+    metric: bool = field(True, "per-layer metric M (theta = M phi)")
+    sphere_points: int = field(32, "random points on each sphere (the same directions at every radius)")
+    sphere_probes: int = field(4, "Hutchinson probes of the Laplacian at each point")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"widths": (32, 16), "n_samples": 200, "num_radii": 5, "sphere_points": 8,
+             "sphere_probes": 2},
+    "default": {},
+    "cpu": {**common.MNIST, "n_samples": 1000, "num_radii": 9, "sphere_points": 16},
+    "paper": {**common.MNIST},
+    "mnist": {**common.MNIST},
+    "cifar10": {**common.CIFAR10},
+}
+
+
+def validate(config: Config) -> None:
+    common.validate_network(config)
+    check_positive(config, "radius_min", "radius_max")
+    check_range(config, "radius_min", "radius_max")
+    check_at_least(config, "num_radii", minimum=3)
+    check_at_least(config, "sphere_points", "sphere_probes")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spheres:
+    """The model, seed 0's θ0, the metric, the reference radius ρ_X and the directions."""
+
+    setup: Any
+    params0: Any
+    m: jax.Array
+    rho_x: float
+    units: jax.Array
+
+
+def sphere_units(num: int, dim: int, dtype: Any) -> jax.Array:
+    """``num`` directions: antithetic pairs ±u of directions uniform on the unit sphere (stream
+    ``sphere`` of seed 0). Still uniform, and the odd (gradient) part of the loss cancels exactly
+    in every sphere average, which removes the largest Monte Carlo error of d⟨ℓ⟩/dρ (amplified by
+    (D − 1)/ρ in Eq. 4)."""
+    half = directions.unit_directions(stream_key(0, "sphere"), -(-num // 2), dim, dtype)
+    return jnp.stack([half, -half], axis=1).reshape(-1, dim)[:num]
+
+
+def prepare(config: Config, data_dir: str | None) -> Spheres:
+    setup = common.setup_for(config, data_dir)
+    params0, m, _ = common.seed_state(setup, config, 0, 1, basis="orthonormal")
+    theta0 = common.flat(params0)
+    rho_x = float(jnp.linalg.norm(jnp.where(theta0 != 0, theta0 / m, 0.0)))
+    return Spheres(setup, params0, m, rho_x, sphere_units(config.sphere_points, setup.num_params,
+                                                          setup.dtype))
+
+
+def points(config: Config, s: Spheres) -> list[dict[str, Any]]:
+    return [{"kind": "sphere", "radius_factor": c, "point": i}
+            for c in common.radius_factors(config) for i in range(config.sphere_points)]
+
+
+def measure(ctx, chunk):
+    config, s = ctx.config, ctx.setup
+    setup = s.setup
+    _, unravel = jax.flatten_util.ravel_pytree(s.params0)
+    batches = ctx.cached("batches", lambda: common.batches_for(setup, config, s.params0, 1))
+    probe_key = stream_key(0, "hutchinson")
+    r0 = float(jnp.linalg.norm(common.flat(s.params0)))
+    for p in chunk:
+        c, i = p["radius_factor"], p["point"]
+        rho = c * s.rho_x
+        theta = rho * s.m * s.units[i]
+        point = unravel(theta)
+        loss, _ = curvature.loss_and_gradient(setup.model.apply, point, batches)
+        moments = common.hutchinson_moments(setup.model.apply, point, batches, s.m,
+                                            jax.random.fold_in(probe_key, i), config.sphere_probes)
+        yield [{"kind": "sphere", "model": config.model, "dataset": config.dataset,
+                "radius_factor": c, "rho": rho, "rho_xavier": s.rho_x,
+                "radius": float(jnp.linalg.norm(theta)), "xavier_radius": r0, "point": i,
+                "num_params": setup.num_params, "loss": float(loss), "laplacian": moments["trace"],
+                "laplacian_stderr": moments["trace_stderr"], "probes": moments["probes"],
+                "flags": [] if math.isfinite(float(loss)) else ["nonfinite_loss"]}]
+
+
+def stokes_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per radius: the mean loss ⟨ℓ⟩ and mean Laplacian ⟨∇²ℓ⟩ (± standard error over the points)
+    over the sphere, and the right-hand side of Eq. (4) from the mean losses (None at the two
+    grid ends)."""
+    groups: dict[float, list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("kind") == "sphere":
+            groups.setdefault(r["radius_factor"], []).append(r)
+    if len(groups) < 3:
+        return []
+    rows = []
+    for c, group in sorted(groups.items()):
+        lap = np.array([g["laplacian"] for g in group], np.float64)
+        rows.append({"radius_factor": c, "rho": group[0]["rho"],
+                     "radius": float(np.mean([g["radius"] for g in group])),
+                     "loss": float(np.mean([g["loss"] for g in group])),
+                     "laplacian": float(lap.mean()),
+                     "laplacian_stderr": float(lap.std(ddof=1) / math.sqrt(len(lap)))
+                     if len(lap) > 1 else float("nan"), "points": len(group)})
+    size = next(iter(groups.values()))[0]["num_params"]
+    rhs = radial.stokes_laplacian([r["rho"] for r in rows], [r["loss"] for r in rows], size)
+    for row, value in zip(rows, rhs):
+        row["stokes_laplacian"] = float(value) if np.isfinite(value) else None
+    return rows
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return stokes_summary(records)
+
+
+def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
+    """The mean Laplacian over spheres of radius ρ (± 2 standard errors) against
+    d²⟨ℓ⟩/dρ² + (D − 1)/ρ · d⟨ℓ⟩/dρ from the mean losses."""
+    import matplotlib.pyplot as plt
+
+    from gzone.plots import finish
+
+    rows = stokes_summary(records)
+    fig, ax = plt.subplots(figsize=(5.4, 3.8))
+    if not rows:
+        common.empty(ax, "sphere")
+    else:
+        rho = np.array([row["radius"] for row in rows])
+        lap = np.array([row["laplacian"] for row in rows])
+        se = np.array([row["laplacian_stderr"] for row in rows])
+        ax.errorbar(rho, lap, yerr=2 * se, fmt="o-", ms=3, color="black",
+                    label=r"$\langle\nabla^2\ell\rangle$ (Hutchinson)")
+        rhs = np.array([np.nan if row["stokes_laplacian"] is None else row["stokes_laplacian"]
+                        for row in rows])
+        ax.plot(rho, rhs, "s--", ms=3, color="tab:red",
+                label=r"$\partial_\rho^2\langle\ell\rangle + \frac{D-1}{\rho}\partial_\rho\langle\ell\rangle$")
+        common.xavier(ax, [r for r in records if r.get("kind") == "sphere"])
+    ax.set(xscale="log", yscale="symlog", xlabel=common.RADIUS_LABEL, ylabel="mean Laplacian",
+           title="Stokes (Eq. 4)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return finish(fig, title, path_stem)
+
+
+STUDY = Study(
+    name="fort/stokes", paper=FORT, reproduces="Eq. (4)",
+    title="mean Laplacian over spheres against the radial derivatives of the mean loss",
+    config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
+    measure=measure, summarize=summarize, figure=figure,
+    done={"sphere": ("radius_factor", "point")}, legacy={"match": {"study": "fort"}},
+    doc=__doc__)
