@@ -7,8 +7,8 @@
     gzone plot NAME [--out DIR]              draw its figure(s) into the directory
     gzone migrate NAME --out DIR             convert a directory written by gzone 0.1
 
-Results go to ``--out`` (default ``runs/<name>/<preset>``) as they are computed; rerunning the same
-command resumes. ``--dry-run`` checks the options and the data and says what would run.
+Results go to ``--out`` (default ``runs/<name>/<preset>``, or under ``$GZONE_RUNS``) as they are
+computed; rerunning the same command resumes. ``--dry-run`` checks the options and the data and says what would run.
 """
 
 from __future__ import annotations
@@ -101,8 +101,10 @@ def _peek(argv: list[str], *options: str) -> argparse.Namespace:
 
 
 def default_out(study: Any, preset: str) -> Path:
-    """``runs/<paper>/<topic>/<preset>``."""
-    return Path("runs") / study.name / preset
+    """``$GZONE_RUNS/<paper>/<topic>/<preset>`` (``runs/...`` when ``$GZONE_RUNS`` is unset)."""
+    from gzone import studies
+
+    return studies.default_out(study.name, preset)
 
 
 def run_parser(study: Any, preset: str) -> cli.OneLineParser:
@@ -119,7 +121,8 @@ def run_parser(study: Any, preset: str) -> cli.OneLineParser:
     cli.add_config_options(parser, study.config, defaults=study.presets.get(preset))
     group = parser.add_argument_group("where and how")
     group.add_argument("--out", default=None,
-                       help=f"results directory (default runs/{study.name}/<preset>)")
+                       help=f"results directory (default $GZONE_RUNS or runs, then "
+                            f"{study.name}/<preset>)")
     group.add_argument("--data-dir", default=None,
                        help="folder with the dataset files (else $GZONE_DATA_DIR, then tfds)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -51,9 +51,10 @@ def tiny_root(config: pytest.Config) -> Path:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """``$GZONE_TINY_RUNS`` for every item, notebooks included: their kernels (started by the
-    worker) read the same tiny runs instead of computing them again."""
-    os.environ["GZONE_TINY_RUNS"] = str(tiny_root(item.config))
+    """``$GZONE_RUNS`` (the root of the studies' default results folders) for every item,
+    notebooks included: their kernels (started by the worker) read the tiny runs of this suite
+    instead of computing them again."""
+    os.environ["GZONE_RUNS"] = str(tiny_root(item.config))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,16 +72,15 @@ def tiny():
     """``tiny(name) -> TinyRun``: the study's ``tiny`` preset run into the suite's shared folder
     (the engine's lock lets one process compute it while the others wait and then load it).
     Tests must not write into ``out``: copy it first."""
-    from gzone import engine, studies
+    from gzone import studies
 
     cache: dict[str, TinyRun] = {}
 
     def get(name: str) -> TinyRun:
         if name not in cache:
-            study = studies.get(name)
-            config = engine.make_config(study, "tiny")
-            out = Path(os.environ["GZONE_TINY_RUNS"]) / name.replace("/", "-")
-            cache[name] = TinyRun(study, config, out, engine.run(study, config, out))
+            config, records = studies.run(name, "tiny")
+            cache[name] = TinyRun(studies.get(name), config, studies.default_out(name, "tiny"),
+                                  records)
         return cache[name]
 
     return get

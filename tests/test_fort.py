@@ -1,61 +1,68 @@
-"""Fort & Scherlis studies (gzone.experiments.fort): records against direct float64 computations
-(jax.hessian of the full-batch loss, explicit projections), resume, refusal, figures, script."""
+"""The Fort & Scherlis studies (gzone.studies.fort): records against direct float64 computations
+(jax.hessian of the full-batch loss, explicit projections) on small float64 runs of each study,
+resume after an interruption, one-line refusals; the summaries on constructed records."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import scipy.stats
 from jax.flatten_util import ravel_pytree
 
-from gzone import directions, hypersurface, results, subspace, training
-from gzone.experiments import (
-    base,
-    fort,
+from gzone import directions, engine, hypersurface, results, studies, subspace, training
+from gzone.engine.setup import seed_state, stream_key
+from gzone.objective import cross_entropy
+from gzone.studies.fort import _common as fort
+from gzone.studies.fort import (
     hypersurface_training,
     init_selection,
-    radial_loss,
+    loss_radius,
     radius_drift,
+    stokes,
 )
-from gzone.objective import cross_entropy
-from gzone.plots import fort as figures
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import hyperplanes as script  # noqa: E402  (scripts/hyperplanes.py)
+#: small float64 versions of the tiny presets, for exact comparisons with jax.hessian
+SMALL = {
+    "radius": {"widths": (8,), "dims": (3, 5)},
+    "directions": {"widths": (8,), "dims": (3, 5), "num_directions": 30, "probes": 8},
+    "loss-radius": {"widths": (8,), "dim": 5, "probes": 8},
+    "stokes": {"widths": (8,), "sphere_points": 6, "sphere_probes": 4},
+    "architectures": {"dim": 5, "architectures": ("mlp:6:relu", "mlp:6:tanh:nobias")},
+    "init-selection": {"widths": (8,), "dim": 5},
+    "radius-drift": {"widths": (8,)},
+    "hypersurface-training": {"widths": (8,)},
+}
 
-SMALL = fort.make_config("tiny", widths=(8,), n_samples=60, num_radii=3, dims=(3, 5), dim=5,
-                         num_directions=30, probes=8, sphere_points=6, sphere_probes=4,
-                         architectures=("mlp:6:relu", "mlp:6:tanh:nobias"), dtype="float64")
 
-
-def study_group(study: str) -> pytest.MarkDecorator:
-    return pytest.mark.xdist_group(f"fort-{study}")
+def small(topic: str, **changes):
+    """(study, config) of the small float64 version of ``fort/<topic>``."""
+    study = studies.get(f"fort/{topic}")
+    radii = {"num_radii": 3} if "num_radii" in study.presets["tiny"] else {}
+    return study, engine.make_config(study, "tiny", n_samples=60, dtype="float64", **radii,
+                                     **{**SMALL[topic], **changes})
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory):
-    """Each small study, run once on first use: study -> (out, records)."""
-    done: dict[str, tuple[Path, list]] = {}
+def runs(tmp_path_factory):
+    """Each small study, run once on first use: topic -> (config, out, records)."""
+    done: dict[str, tuple] = {}
 
-    def get(study: str):
-        if study not in done:
-            out = tmp_path_factory.mktemp(study)
-            done[study] = (out, fort.run(dataclasses.replace(SMALL, study=study), out))
-        return done[study]
+    def get(topic: str):
+        if topic not in done:
+            study, config = small(topic)
+            out = tmp_path_factory.mktemp(topic)
+            done[topic] = (config, out, engine.run(study, config, out))
+        return done[topic]
 
     return get
 
 
-def _direct(config: fort.FortConfig, seed: int, dim: int, basis: str | None = None):
+def _direct(config, seed: int, dim: int, basis: str | None = None):
     """θ0, the metric, M R, the flat loss function and its explicit Hessian builder."""
     setup = fort.setup_for(config, None)
     params, m, plane = fort.seed_state(setup, config, seed, dim, basis)
@@ -67,12 +74,11 @@ def _direct(config: fort.FortConfig, seed: int, dim: int, basis: str | None = No
     return setup, flat0, m, plane, loss
 
 
-@study_group("radius")
-def test_radius_records_equal_explicit_projected_hessians(studies):
-    _, records = studies("radius")
+def test_radius_records_equal_explicit_projected_hessians(runs):
+    config, _, records = runs("radius")
     planes = [r for r in records if r["kind"] == "plane"]
-    assert len(planes) == SMALL.num_radii * SMALL.seeds * len(SMALL.dims)
-    setup, flat0, m, plane, loss = _direct(SMALL, 0, max(SMALL.dims))
+    assert len(planes) == config.num_radii * config.seeds * len(config.dims)
+    setup, flat0, m, plane, loss = _direct(config, 0, max(config.dims))
     for r in planes:
         theta = r["radius_factor"] * flat0
         h = jax.hessian(loss)(theta)
@@ -85,11 +91,12 @@ def test_radius_records_equal_explicit_projected_hessians(studies):
 
 
 def test_metric_and_xavier_radius_follow_the_initialisation_shells():
-    setup, flat0, m, plane, _ = _direct(SMALL, 0, 3)
-    params = fort.seed_state(setup, SMALL, 0, 3)[0]
+    _, config = small("radius")
+    setup, flat0, m, plane, _ = _direct(config, 0, 3)
+    params = fort.seed_state(setup, config, 0, 3)[0]
     assert float(jnp.sqrt(jnp.mean(m**2))) == pytest.approx(1.0, rel=1e-10)
-    np.testing.assert_allclose(plane, m[:, None] * base.seed_state(
-        setup, 0, dim=3, basis=SMALL.basis, init="xavier")[1], rtol=1e-12)
+    np.testing.assert_allclose(plane, m[:, None] * seed_state(
+        setup, 0, dim=3, basis=config.basis, init="xavier")[1], rtol=1e-12)
     kernels = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
                if path[-1].key == "kernel"]
     biases = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
@@ -101,15 +108,14 @@ def test_metric_and_xavier_radius_follow_the_initialisation_shells():
         assert float(jnp.linalg.norm(w)) == pytest.approx(sigma * math.sqrt(w.size), rel=0.1)
 
 
-@study_group("directions")
-def test_directions_records_equal_direct_measurements(studies):
-    _, records = studies("directions")
+def test_directions_records_equal_direct_measurements(runs):
+    config, _, records = runs("directions")
     points = [r for r in records if r["kind"] == "directions"]
-    assert len(points) == SMALL.num_radii * SMALL.seeds
-    setup, flat0, m, plane, loss = _direct(SMALL, 0, max(SMALL.dims), "orthonormal")
+    assert len(points) == config.num_radii * config.seeds
+    setup, flat0, m, plane, loss = _direct(config, 0, max(config.dims), "orthonormal")
     size = setup.num_params
-    vs = directions.unit_directions(base.stream_key(0, fort.DIRECTIONS_STREAM), SMALL.num_directions,
-                                    size, jnp.float64)
+    vs = directions.unit_directions(stream_key(0, "directions"), config.num_directions, size,
+                                    jnp.float64)
     for r in points:
         a = m[:, None] * jax.hessian(loss)(r["radius_factor"] * flat0) * m[None, :]
         kappa = np.asarray(((vs @ a) * vs).sum(axis=1))
@@ -125,27 +131,25 @@ def test_directions_records_equal_direct_measurements(studies):
         assert r["predicted_positive_curvature"] is not None
 
 
-@study_group("loss-radius")
-def test_loss_radius_records_and_summary(studies):
-    _, records = studies("loss-radius")
+def test_loss_radius_records_and_summary(runs):
+    config, _, records = runs("loss-radius")
     losses = [r for r in records if r["kind"] == "loss"]
-    setup, flat0, m, _, loss = _direct(SMALL, 0, SMALL.dim)
+    setup, flat0, m, _, loss = _direct(config, 0, config.dim)
     for r in losses:
         assert r["weight_layers"] == 2
         assert r["loss"] == pytest.approx(float(loss(r["radius_factor"] * flat0)), rel=1e-10)
         assert r["log_classes"] == pytest.approx(math.log(10))
-    summary = radial_loss.loss_radius_summary(records)
+    summary = loss_radius.loss_radius_summary(records)
     assert [row["radius_factor"] for row in summary["rows"]] == sorted({r["radius_factor"] for r in losses})
     assert summary["xavier_radius"] == pytest.approx(float(jnp.linalg.norm(flat0)), rel=1e-12)
 
 
-@study_group("stokes")
-def test_stokes_records_are_points_on_their_spheres_with_hutchinson_laplacians(studies):
-    _, records = studies("stokes")
+def test_stokes_records_are_points_on_their_spheres_with_hutchinson_laplacians(runs):
+    config, _, records = runs("stokes")
     spheres = [r for r in records if r["kind"] == "sphere"]
-    assert len(spheres) == SMALL.num_radii * SMALL.sphere_points
-    setup, flat0, m, _, loss = _direct(SMALL, 0, 1)
-    units = radial_loss.sphere_units(SMALL.sphere_points, setup.num_params, jnp.float64)
+    assert len(spheres) == config.num_radii * config.sphere_points
+    setup, flat0, m, _, loss = _direct(config, 0, 1, "orthonormal")
+    units = stokes.sphere_units(config.sphere_points, setup.num_params, jnp.float64)
     np.testing.assert_allclose(units[1], -units[0])  # antithetic pairs
     for r in spheres:
         theta = r["rho"] * m * units[r["point"]]
@@ -157,38 +161,37 @@ def test_stokes_records_are_points_on_their_spheres_with_hutchinson_laplacians(s
         # the Rademacher estimator's exact standard error: √(2 Σ_{i≠j} A_ij² / probes)
         se = math.sqrt(2 * ((a**2).sum() - (np.diag(a) ** 2).sum()) / r["probes"])
         assert abs(r["laplacian"] - exact) <= 6 * se + 1e-8 * abs(exact)
-    rows = radial_loss.stokes_summary(records)
+    rows = stokes.stokes_summary(records)
     assert rows[0]["stokes_laplacian"] is None and rows[1]["stokes_laplacian"] is not None
 
 
-@study_group("architectures")
-def test_architectures_sweep_every_network(studies):
-    _, records = studies("architectures")
+def test_architectures_sweep_every_network(runs):
+    config, _, records = runs("architectures")
     labels = {r["label"] for r in records}
     assert labels == {"mlp 6 relu", "mlp 6 tanh no bias"}
-    assert {r["dim"] for r in records} == {SMALL.dim}
-    assert len(records) == 2 * SMALL.num_radii * SMALL.seeds
+    assert {r["dim"] for r in records} == {config.dim}
+    assert len(records) == 2 * config.num_radii * config.seeds
 
 
-@study_group("init-selection")
-def test_init_selection_records_equal_direct_measurements_and_training(studies):
-    _, records = studies("init-selection")
+def test_init_selection_records_equal_direct_measurements_and_training(runs):
+    config, _, records = runs("init-selection")
     inits = {r["seed"]: r for r in records if r["kind"] == "init"}
     trained = {r["seed"]: r for r in records if r["kind"] == "trained"}
-    assert sorted(inits) == sorted(trained) == list(range(SMALL.inits))
-    setup, flat0, m, plane, loss = _direct(SMALL, 1, SMALL.dim)
-    _, x_test, y_test = init_selection.load_train_test(SMALL, None)
+    assert sorted(inits) == sorted(trained) == list(range(config.inits))
+    setup, flat0, m, plane, loss = _direct(config, 1, config.dim)
+    test = fort.load_train_test(config, None)
+    x_test, y_test = test.x_test, test.y_test
     eigs = np.linalg.eigvalsh(np.asarray(plane.T @ jax.hessian(loss)(flat0) @ plane))
     assert inits[1]["local_convexity"] == pytest.approx(np.mean(eigs > 0))
     assert inits[1]["positive_curvature"] == pytest.approx(eigs.sum() / np.sqrt((eigs**2).sum()), rel=1e-8)
-    params = fort.seed_state(setup, SMALL, 1, 1)[0]
+    params = fort.seed_state(setup, config, 1, 1)[0]
     assert inits[1]["initial_test_loss"] == pytest.approx(
         float(cross_entropy(setup.model.apply(params, x_test), y_test)), rel=1e-10)
-    direct = training.train(setup.model.apply, params, setup.x, setup.y, lr=SMALL.train_lr,
-                            steps=SMALL.train_steps, log_every=SMALL.train_log_every, x_test=x_test,
-                            y_test=y_test, optimizer="adam", sharpness=False)
+    direct = training.train(setup.model.apply, params, setup.x, setup.y, lr=config.train_lr,
+                            steps=config.train_steps, log_every=config.train_log_every,
+                            x_test=x_test, y_test=y_test, optimizer="adam", sharpness=False)
     assert trained[1]["steps_to_target"] == init_selection.steps_to_target(direct.history,
-                                                                           SMALL.target_accuracy)
+                                                                           config.target_accuracy)
     assert trained[1]["final_test_accuracy"] == pytest.approx(direct.history["test_accuracy"][-1])
 
 
@@ -212,46 +215,44 @@ def test_selection_summary_ranks_and_tests_as_scipy_does():
     assert summary["measures"]["initial_test_loss"]["spearman"] == pytest.approx(-stats["spearman"])
 
 
-@study_group("radius-drift")
-def test_radius_drift_records_equal_direct_training(studies):
-    _, records = studies("radius-drift")
-    setup = fort.setup_for(SMALL, None)
-    _, x_test, y_test = init_selection.load_train_test(SMALL, None)
-    params = fort.seed_state(setup, SMALL, 0, 1)[0]
-    run = next(r for r in records if r["kind"] == "run" and r["radius_factor"] == SMALL.drift_factors[0])
-    direct = training.train(setup.model.apply, fort.scaled(params, SMALL.drift_factors[0]), setup.x,
-                            setup.y, lr=SMALL.train_lr, steps=SMALL.train_steps,
-                            log_every=SMALL.train_log_every, x_test=x_test, y_test=y_test,
-                            optimizer="adam", sharpness=False)
+def test_radius_drift_records_equal_direct_training(runs):
+    config, _, records = runs("radius-drift")
+    setup = fort.load_train_test(config, None)
+    params = engine.setup.seed_params(setup, config.init, 0)
+    first = config.drift_factors[0]
+    run = next(r for r in records if r["kind"] == "run" and r["radius_factor"] == first)
+    direct = training.train(setup.model.apply, fort.scaled(params, first), setup.x, setup.y,
+                            lr=config.train_lr, steps=config.train_steps,
+                            log_every=config.train_log_every, x_test=setup.x_test,
+                            y_test=setup.y_test, optimizer="adam", sharpness=False)
     assert run["radius"] == pytest.approx(direct.history["parameter_norm"][0], rel=1e-10)
     assert run["final_radius"] == pytest.approx(direct.history["parameter_norm"][-1], rel=1e-8)
     curves = radius_drift.drift_curves(records)
-    assert set(curves) == {(c, 0) for c in SMALL.drift_factors}
-    steps, norms = curves[(SMALL.drift_factors[0], 0)]
+    assert set(curves) == {(c, 0) for c in config.drift_factors}
+    steps, norms = curves[(first, 0)]
     np.testing.assert_allclose(norms, direct.history["parameter_norm"], rtol=1e-8)
 
 
-@study_group("hypersurface-training")
-def test_hypersurface_records_equal_a_direct_run_and_spheres_keep_their_radius(studies):
-    _, records = studies("hypersurface-training")
+def test_hypersurface_records_equal_a_direct_run_and_spheres_keep_their_radius(runs):
+    config, _, records = runs("hypersurface-training")
     surf = [r for r in records if r["kind"] == "hypersurface"]
-    setup = fort.setup_for(SMALL, None)
-    assert len(surf) == (1 + len(SMALL.hs_surfaces) * len(SMALL.hs_dims)) * SMALL.seeds * len(SMALL.hs_radii)
+    setup = fort.load_train_test(config, None)
+    assert len(surf) == (1 + len(config.hs_surfaces) * len(config.hs_dims)) * config.seeds * len(config.hs_radii)
     assert {r["dim"] for r in surf if r["surface"] == "full"} == {setup.num_params}
     for r in surf:
         if r["surface"] == "hypersphere" and r["final_radius"] is not None:
             assert r["final_radius"] == pytest.approx(r["radius"], rel=1e-10)
-    _, x_test, y_test = init_selection.load_train_test(SMALL, None)
-    params0 = fort.seed_state(setup, SMALL, 0, 1)[0]
-    dim = min(SMALL.hs_dims)
-    key = jax.random.fold_in(base.stream_key(0, hypersurface_training.BASIS_STREAM), dim)
+    params0 = engine.setup.seed_params(setup, config.init, 0)
+    dim = min(config.hs_dims)
+    key = jax.random.fold_in(stream_key(0, "hypersurface-basis"), dim)
     direct = hypersurface.train_hypersurface(
         setup.model.apply, params0, hypersurface.sparse_basis(key, setup.num_params, dim, setup.dtype),
-        setup.x, setup.y, surface="hyperplane", scales=np.asarray(SMALL.hs_radii), lr=SMALL.hs_lr,
-        epochs=SMALL.hs_epochs, batch_size=SMALL.hs_batch,
-        key=base.stream_key(0, hypersurface_training.BATCH_STREAM),
-        metric=subspace.layer_metric(params0, "xavier"), x_test=x_test, y_test=y_test)
-    for j, factor in enumerate(SMALL.hs_radii):
+        setup.x, setup.y, surface="hyperplane", scales=np.asarray(config.hs_radii), lr=config.hs_lr,
+        epochs=config.hs_epochs, batch_size=config.hs_batch,
+        key=stream_key(0, "hypersurface-batches"),
+        metric=subspace.layer_metric(params0, "xavier"), x_test=setup.x_test, y_test=setup.y_test)
+    assert {r["hs_fraction"] for r in surf} == {config.hs_fraction}
+    for j, factor in enumerate(config.hs_radii):
         r = next(r for r in surf if (r["surface"], r["dim"], r["radius_factor"]) == ("hyperplane", dim, factor))
         assert r["final_test_accuracy"] == pytest.approx(float(direct.history["test_accuracy"][j][-1]))
         assert r["final_radius"] == pytest.approx(float(direct.history["radius"][j][-1]), rel=1e-10)
@@ -262,38 +263,45 @@ def test_hypersurface_records_equal_a_direct_run_and_spheres_keep_their_radius(s
 def test_intrinsic_dimension_is_the_smallest_d_reaching_the_baseline_fraction():
     def rec(surface, dim, factor, acc):
         return {"kind": "hypersurface", "surface": surface, "dim": dim, "radius_factor": factor,
-                "final_test_accuracy": acc}
+                "final_test_accuracy": acc, "xavier_radius": 1.0, "radius": factor}
     records = [rec("full", 100, 1.0, 0.9), rec("full", 100, 3.0, 0.5),
                rec("hyperplane", 10, 1.0, 0.7), rec("hyperplane", 30, 1.0, 0.85),
                rec("hyperplane", 90, 1.0, 0.89), rec("hyperplane", 10, 3.0, 0.2),
                rec("hyperplane", 30, 3.0, 0.3), rec("hyperplane", 90, 3.0, 0.4)]
     out = hypersurface_training.intrinsic_dimension(records, 0.9)
     assert out == {"hyperplane": {1.0: 30, 3.0: None}}  # 0.9 x 0.9 = 0.81: d = 30 at Xavier
+    # the fraction the records carry (the study's hs_fraction) is the one the summary,
+    # the figure and its label use; without one (records of gzone 0.1), 0.9
+    assert hypersurface_training.intrinsic_dimension(records) == out
+    tagged = [{**r, "hs_fraction": 0.75} for r in records]  # 0.75 x 0.9 = 0.675: d = 10
+    assert hypersurface_training.intrinsic_dimension(tagged) == {"hyperplane": {1.0: 10, 3.0: None}}
+    rows = hypersurface_training.STUDY.summarize(tagged)
+    assert rows[-1] == {"surface": "hyperplane", "dim": "intrinsic (75%)", "r=1r_X": 10, "r=3r_X": None}
+    import matplotlib.pyplot as plt
+
+    fig = hypersurface_training.STUDY.figure(tagged)
+    assert fig.axes[-1].get_ylabel() == "intrinsic dimension (75%)"
+    plt.close(fig)
 
 
-@pytest.mark.parametrize("study, cut", [
-    pytest.param("radius", 2, marks=study_group("radius")),
-    pytest.param("stokes", 7, marks=study_group("stokes")),
-    pytest.param("architectures", 2, marks=study_group("architectures")),
-    pytest.param("init-selection", 9, marks=study_group("init-selection"))])
-def test_interrupted_studies_resume_without_losing_or_duplicating(study, cut, studies, tmp_path):
+@pytest.mark.parametrize("topic, cut", [("radius", 2), ("stokes", 7), ("architectures", 2),
+                                        ("init-selection", 9)])
+def test_interrupted_studies_resume_without_losing_or_duplicating(topic, cut, runs, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def progress_until(n):
-        def progress(items, total):
-            for i, item in enumerate(items):
-                if i == n:
-                    raise Interrupt
-                yield item
-        return progress
+    def progress(items, total):
+        for i, item in enumerate(items):
+            if i == cut:
+                raise Interrupt
+            yield item
 
-    config = dataclasses.replace(SMALL, study=study)
+    study, config = small(topic)
     with pytest.raises(Interrupt):
-        fort.run(config, tmp_path / study, progress=progress_until(cut))
-    assert 0 < len(results.load_records(tmp_path / study / results.RESULTS_FILE))
-    resumed = fort.run(config, tmp_path / study)
-    _, whole = studies(study)
+        engine.run(study, config, tmp_path, progress=progress)
+    assert 0 < len(results.load_records(tmp_path / results.RESULTS_FILE))
+    resumed = engine.run(study, config, tmp_path)
+    _, _, whole = runs(topic)
 
     def key(r):
         return tuple(r.get(k) for k in ("kind", "label", "radius_factor", "seed", "dim", "point", "step"))
@@ -302,70 +310,33 @@ def test_interrupted_studies_resume_without_losing_or_duplicating(study, cut, st
     assert len(set(map(key, resumed))) == len(resumed)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"study": "nope"}, "unknown study 'nope'"),
-    ({"radius_min": 20.0}, "radius_min exceeds radius_max"),
-    ({"radius_min": 0.0}, "radius_min must be a finite number > 0"),
-    ({"num_radii": 2}, "num_radii must be at least 3"),
-    ({"dims": (3, 10**6)}, "dims=1000000 exceeds the model's P="),
-    ({"dims": ()}, "dims must be integers >= 1"),
-    ({"architectures": ("mlp:6:sigmoid",)}, "unknown activation 'sigmoid'"),
-    ({"architectures": ("vgg",)}, "unknown model 'vgg'"),
-    ({"architectures": ("mlp:a,b",)}, "bad widths"),
-    ({"datasets": ("svhn2",)}, "unknown dataset 'svhn2'"),
-    ({"model": "lenet5"}, "lenet5 is bias-free here"),
-    ({"dataset": "svhn2"}, "unknown dataset 'svhn2'"),
-    ({"inits": 3}, "inits must be at least 4"),
-    ({"hs_radii": (0.5, 2.0)}, "hs_radii must include 1"),
-    ({"hs_surfaces": ("torus",)}, "hs_surfaces must name hyperplane and/or hypersphere"),
-    ({"hs_dims": (5, 10**6), "study": "hypersurface-training"}, "hs_dims=1000000 exceeds"),
-    ({"hs_batch": 500, "study": "hypersurface-training"}, "hs_batch=500 exceeds the 60 training"),
-    ({"target_accuracy": 1.5}, "target_accuracy must be at most 1"),
-    ({"select_quantile": 0.7}, "select_quantile must be at most 0.5"),
-    ({"drift_factors": (0.5, -1.0)}, "drift_factors must hold finite numbers > 0"),
-    ({"train_log_every": 50}, "train_log_every=50 exceeds train_steps=40"),
+@pytest.mark.parametrize("topic, overrides, message", [
+    ("radius", {"radius_min": 20.0}, "radius_min exceeds radius_max"),
+    ("radius", {"radius_min": 0.0}, "radius_min must be a finite number > 0"),
+    ("loss-radius", {"num_radii": 2}, "num_radii must be at least 3"),
+    ("radius", {"dims": (3, 10**6)}, "dims=1000000 exceeds the model's P="),
+    ("directions", {"dims": ()}, "dims must be integers >= 1"),
+    ("architectures", {"architectures": ("mlp:6:sigmoid",)}, "unknown activation 'sigmoid'"),
+    ("architectures", {"architectures": ("vgg",)}, "unknown model 'vgg'"),
+    ("architectures", {"architectures": ("mlp:a,b",)}, "bad widths"),
+    ("architectures", {"datasets": ("svhn2",)}, "unknown dataset 'svhn2'"),
+    ("stokes", {"model": "lenet5"}, "lenet5 is bias-free here"),
+    ("radius", {"dataset": "svhn2"}, "unknown dataset 'svhn2'"),
+    ("init-selection", {"inits": 3}, "inits must be at least 4"),
+    ("hypersurface-training", {"hs_radii": (0.5, 2.0)}, "hs_radii must include 1"),
+    ("hypersurface-training", {"hs_surfaces": ("torus",)}, "hs_surfaces must name hyperplane"),
+    ("hypersurface-training", {"hs_dims": (5, 10**6)}, "hs_dims=1000000 exceeds"),
+    ("hypersurface-training", {"hs_batch": 500}, "hs_batch=500 exceeds the 60 training"),
+    ("hypersurface-training", {"hs_fraction": 1.5}, r"hs_fraction must lie in \(0, 1\], got 1.5"),
+    ("hypersurface-training", {"hs_fraction": 0.0}, r"hs_fraction must lie in \(0, 1\], got 0.0"),
+    ("init-selection", {"target_accuracy": 1.5}, "target_accuracy must be at most 1"),
+    ("init-selection", {"select_quantile": 0.7}, "select_quantile must be at most 0.5"),
+    ("radius-drift", {"drift_factors": (0.5, -1.0)}, "drift_factors must hold finite numbers > 0"),
+    ("radius-drift", {"train_log_every": 50}, "train_log_every=50 exceeds train_steps=40"),
 ])
-def test_bad_input_is_a_one_line_error_and_leaves_nothing(overrides, message, tmp_path):
+def test_bad_input_is_a_one_line_error_and_leaves_nothing(topic, overrides, message, tmp_path):
+    study, config = small(topic)
     with pytest.raises(ValueError, match=message) as info:
-        fort.run(dataclasses.replace(SMALL, **overrides), tmp_path / "out")
+        engine.run(study, dataclasses.replace(config, **overrides), tmp_path / "out")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
-
-
-@study_group("radius")
-def test_another_configuration_is_refused(studies):
-    out, _ = studies("radius")
-    with pytest.raises(results.ConfigMismatchError, match="radius_max"):
-        fort.run(dataclasses.replace(SMALL, study="radius", radius_max=5.0), out)
-
-
-@pytest.mark.parametrize("study", [pytest.param(s, marks=study_group(s)) for s in fort.STUDIES])
-def test_figures_draw_records_and_empty_ones(study, studies, tmp_path):
-    _, records = studies(study)
-    for recs in (records, []):
-        fig = figures.fort_figure(recs, study, title=study, path_stem=tmp_path / study)
-        assert fig.axes
-        if recs and study != "init-selection":  # there every draw is at the Xavier radius
-            assert any(line.get_label() == "Xavier radius" for ax in fig.axes for line in ax.lines)
-        plt.close(fig)
-    assert (tmp_path / f"{study}.png").exists()
-    with pytest.raises(ValueError, match="unknown study"):
-        figures.fort_figure([], "nope")
-
-
-@study_group("directions")
-def test_script_summarises_draws_and_refuses_bad_flags(studies, capsys, tmp_path):
-    out, _ = studies("directions")
-    argv = ["--preset", "tiny", "--study", "directions", "--out", str(out), "--plot-only"]
-    for field in ("widths", "n_samples", "num_radii", "dims", "dim", "num_directions", "probes",
-                  "sphere_points", "sphere_probes", "dtype"):
-        value = getattr(SMALL, field)
-        argv += [base.cli_flag(field), ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
-    assert script.main(argv) == 0
-    text = capsys.readouterr().out
-    assert "pos. directions" in text and (out / "directions.png").exists()
-    assert script.main(["--preset", "tiny", "--radius-min", "-1", "--out", str(tmp_path / "o"),
-                        "--no-plot"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --radius-min must be a finite number > 0") and err.count("\n") == 1
-    assert not (tmp_path / "o").exists()

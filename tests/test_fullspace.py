@@ -3,8 +3,6 @@ statistics, its compile-once property, and the ``--full-space`` sweep end to end
 
 import functools
 import json
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +11,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from test_curvature import dense_terms, tiny_problem
 
-from gzone import curvature, fullspace, models, results
+from gzone import command, curvature, fullspace, models, results
 from gzone import lanczos as lz
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import curvature_sweep
 
 TEMPERATURE = 0.8
 TOP_K = 5
@@ -207,9 +202,10 @@ def test_cli_full_space_records_figure_and_resume(tmp_path, capsys, monkeypatch)
     # new (equal) model per run would recompile everything (the rerun below would cost ~10 s)
     monkeypatch.setattr(models, "make_model", functools.cache(models.make_model))
     out = tmp_path / "run"
-    argv = ["--preset", "tiny", "--num-points", "2", "--seeds", "1", "--no-progress",
-            "--out", str(out), "--full-space", "--probes", "4", "--lanczos-iters", "8"]
-    assert curvature_sweep.main(argv) == 0
+    argv = ["run", "icml/alpha-sweep", "--preset", "tiny", "--num-points", "2", "--seeds", "1",
+            "--no-progress", "--out", str(out), "--full-space", "--probes", "4",
+            "--lanczos-iters", "8"]
+    assert command.main(argv) == 0
     records = results.load_records(out / results.RESULTS_FILE)
     full = [r for r in records if r.get("space") == "full"]
     assert len(records) == 2 * 3 * 2 and len(full) == 2 * 3
@@ -220,21 +216,23 @@ def test_cli_full_space_records_figure_and_resume(tmp_path, capsys, monkeypatch)
                 "loss", "gradient_norm", "n_samples", "model", "dataset", "dtype", "mode"} <= set(r)
         assert len(r["top_eigenvalues"]) == len(r["residual_norms"]) == 5
         assert len(r["slq_nodes"][0]) == 8
-    assert (out / "densities.png").stat().st_size > 0 and (out / "densities.pdf").stat().st_size > 0
-    assert "full parameter space" in capsys.readouterr().out
+    assert (out / "alpha-sweep-densities.png").stat().st_size > 0
+    assert (out / "alpha-sweep-densities.pdf").stat().st_size > 0
+    table = capsys.readouterr().out
+    assert "subspace" in table and "full" in table
 
     # a point is finished only when its full-space records exist: drop one, rerun, get it back
     lines = (out / results.RESULTS_FILE).read_text().splitlines()
     dropped = [i for i, line in enumerate(lines) if json.loads(line).get("space") == "full"][-1]
     (out / results.RESULTS_FILE).write_text("\n".join(lines[:dropped] + lines[dropped + 1 :]) + "\n")
-    assert curvature_sweep.main([*argv, "--no-plot"]) == 0
+    assert command.main([*argv, "--no-plot"]) == 0
     again = results.load_records(out / results.RESULTS_FILE)
     assert len(again) == len(records) + 2  # the point's three full-space records, none else
     assert sum(r.get("space") != "full" for r in again) == 2 * 3
 
     # --full-space (and its settings) are part of the directory's identity
     plain = [a for a in argv if a not in ("--full-space",)]
-    assert curvature_sweep.main(plain) == 2
+    assert command.main(plain) == 2
     assert "full_space" in capsys.readouterr().err
-    assert curvature_sweep.main([*argv[:-1], "16"]) == 2
+    assert command.main([*argv[:-1], "16"]) == 2
     assert "lanczos_iters" in capsys.readouterr().err

@@ -156,10 +156,13 @@ class Ticker:
     ``progress`` (a callable ``(iterator, total) -> iterator``, e.g. a tqdm bar)."""
 
     def __init__(self, progress: Progress | None, total: int) -> None:
-        # iter(): a tqdm bar is iterable, not an iterator
+        # iter(): a tqdm bar is iterable, not an iterator. Its first item is taken at once (work
+        # begins); each unit done takes the next, as a for loop over the bar would.
         self.bar: Iterator | None = (None if progress is None
                                      else iter(progress(iter(range(total)), total)))
         self.left = total
+        if self.bar is not None and total > 0:
+            next(self.bar, None)
 
     def advance(self, count: int) -> None:
         for _ in range(min(count, self.left) if self.bar is not None else 0):

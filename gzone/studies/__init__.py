@@ -7,6 +7,11 @@ of the papers; :func:`get` looks one up.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
+from gzone import engine
 from gzone.engine import Study
 from gzone.studies.fort import (
     architectures,
@@ -58,3 +63,19 @@ def get(name: str) -> Study:
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; `gzone list` shows them: {', '.join(STUDIES)}")
     return STUDIES[name]
+
+
+def default_out(name: str, preset: str, root: str | Path | None = None) -> Path:
+    """Where a study's preset writes by default: ``<root>/<paper>/<topic>/<preset>``, ``root``
+    defaulting to ``$GZONE_RUNS``, else ``runs``."""
+    return Path(root or os.environ.get("GZONE_RUNS") or "runs") / name / preset
+
+
+def run(name: str, preset: str = "default", *, root: str | Path | None = None,
+        data_dir: str | None = None, progress: Any = None) -> tuple[Any, list[dict[str, Any]]]:
+    """Run (or resume) study ``name`` at ``preset`` into :func:`default_out`: (config, records).
+    The notebooks' entry point (the command line's is ``gzone run``)."""
+    study = get(name)
+    config = engine.make_config(study, preset)
+    out = default_out(name, preset, root)
+    return config, engine.run(study, config, out, data_dir=data_dir, progress=progress)

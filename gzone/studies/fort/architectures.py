@@ -6,7 +6,7 @@ a random d-plane with the per-layer metric) at one d for every entry of ``archit
 ``datasets``; each network's radius is measured in units of its own Xavier radius.
 
     gzone run fort/architectures
-    gzone run fort/architectures --architectures mlp:300,100:relu,mlp:300,100:tanh
+    gzone run fort/architectures --architectures mlp:300-100:relu,mlp:300-100:tanh
     gzone run fort/architectures --preset paper --data-dir ../shared/data
 """
 
@@ -34,9 +34,10 @@ class Config(common.DataConfig):
     """The radius sweep at one d for every architecture × dataset."""
 
     architectures: tuple[str, ...] = field(
-        ("mlp:100:relu", "mlp:300,100:relu", "mlp:100,100,100:relu", "mlp:300,100:tanh",
-         "mlp:300,100:relu:nobias"),
-        "networks, each model[:widths[:activation[:nobias]]], e.g. mlp:300,100:tanh, lenet5")
+        ("mlp:100:relu", "mlp:300-100:relu", "mlp:100-100-100:relu", "mlp:300-100:tanh",
+         "mlp:300-100:relu:nobias"),
+        "networks, each model[:widths[:activation[:nobias]]] with widths joined by -, e.g. "
+        "mlp:300-100:tanh, lenet5")
     datasets: tuple[str, ...] = field(("digits",), "datasets, e.g. mnist,cifar10", data.DATASETS)
     seeds: int = field(3, "seeds (theta0 and basis) per radius")
     radius_min: float = field(0.1, "smallest radius, as a factor of the Xavier radius")
@@ -47,17 +48,17 @@ class Config(common.DataConfig):
     metric: bool = field(True, "per-layer metric M on the hyperplane (theta = theta0 + M R theta_hat)")
 
 
-_MNIST_NETS = ("mlp:200:relu", "mlp:200,200:relu", "mlp:200,200,200:relu", "mlp:50,50:relu",
-               "mlp:1000,1000:relu", "mlp:200,200:tanh", "mlp:200,200:relu:nobias", "lenet5")
-_CIFAR_NETS = ("mlp:200,200:relu", "mlp:200,200,200:relu", "mlp:200,200:tanh",
-               "mlp:200,200:relu:nobias", "lenet5")
+_MNIST_NETS = ("mlp:200:relu", "mlp:200-200:relu", "mlp:200-200-200:relu", "mlp:50-50:relu",
+               "mlp:1000-1000:relu", "mlp:200-200:tanh", "mlp:200-200:relu:nobias", "lenet5")
+_CIFAR_NETS = ("mlp:200-200:relu", "mlp:200-200-200:relu", "mlp:200-200:tanh",
+               "mlp:200-200:relu:nobias", "lenet5")
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"n_samples": 200, "seeds": 1, "num_radii": 5, "dim": 10,
              "architectures": ("mlp:16:relu", "mlp:16:tanh")},
     "default": {},
     "cpu": {"datasets": ("mnist",), "n_samples": 1000, "seeds": 2, "num_radii": 9,
-            "architectures": ("mlp:200:relu", "mlp:200,200:relu", "mlp:200,200:tanh",
-                              "mlp:200,200:relu:nobias")},
+            "architectures": ("mlp:200:relu", "mlp:200-200:relu", "mlp:200-200:tanh",
+                              "mlp:200-200:relu:nobias")},
     "paper": {"datasets": ("mnist",), "n_samples": 10000, "architectures": _MNIST_NETS},
     "mnist": {"datasets": ("mnist",), "n_samples": 10000, "architectures": _MNIST_NETS},
     "cifar10": {"datasets": ("cifar10",), "n_samples": 3000, "architectures": _CIFAR_NETS},
@@ -90,17 +91,19 @@ class Network:
 
 
 def parse_architecture(spec: str, config: Config, dataset: str) -> Network:
-    """``model[:widths[:activation[:nobias]]]``: ``mlp:300,100:tanh``, ``mlp:200:relu:nobias``,
-    ``lenet5`` (bias-free), ``lenet300``."""
+    """``model[:widths[:activation[:nobias]]]``: ``mlp:300-100:tanh``, ``mlp:200:relu:nobias``,
+    ``lenet5`` (bias-free), ``lenet300``; widths joined by ``-`` (``,`` is read too, but a
+    command line splits a list at commas)."""
     parts = spec.split(":")
     model = parts[0]
     if model not in models.MODEL_NAMES:
         raise ConfigError("architectures", f"unknown model {model!r} in {spec!r}; choose from "
                                            f"{', '.join(models.MODEL_NAMES)}")
     try:
-        widths = tuple(int(w) for w in parts[1].split(",")) if len(parts) > 1 and parts[1] else (300, 100)
+        widths = (tuple(int(w) for w in parts[1].replace(",", "-").split("-"))
+                  if len(parts) > 1 and parts[1] else (300, 100))
     except ValueError:
-        raise ConfigError("architectures", f"bad widths in {spec!r}: write e.g. mlp:300,100") from None
+        raise ConfigError("architectures", f"bad widths in {spec!r}: write e.g. mlp:300-100") from None
     activation = parts[2] if len(parts) > 2 else "relu"
     if activation not in models.ACTIVATIONS:
         raise ConfigError("architectures", f"unknown activation {activation!r} in {spec!r}; "

@@ -1,37 +1,23 @@
-"""Outside the zone, explained (ICML App. E, Fig. 11, 12 left; Sec. 5 random labels): the USO
-update and its identity with small-α training (Eq. 3), penultimate features, the linearised
-model, linear probes, the five studies of gzone.experiments.outside (records against direct
-computations, resume, refusal), their figures and script."""
+"""Outside the zone, explained (ICML App. E, Fig. 11, 12 left): the USO update and its identity
+with small-α training (Eq. 3), penultimate features, the linearised model, linear probes, and the
+studies icml/uso, icml/uso-retrain, icml/probe, icml/lazy against direct computations (their
+tiny runs are the suite's shared ones), resume mid-run, one-line refusals."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 from test_curvature import tiny_problem
 
-from gzone import curvature, jacobian, models, objective, probes, results, training
-from gzone.experiments import lazy, outside, uso
-from gzone.plots import outside as figures
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import outside_zone as script  # noqa: E402  (scripts/outside_zone.py)
-
-TINY = outside.make_config("tiny")
-
-
-def study_group(study: str) -> pytest.MarkDecorator:
-    """The tests of one tiny study share a worker, so its run (the ``studies`` fixture) is computed
-    once per suite; the five studies spread over the workers."""
-    return pytest.mark.xdist_group(f"outside-{study}")
+from gzone import curvature, engine, jacobian, models, objective, probes, studies, training
+from gzone.engine.setup import seed_params
+from gzone.studies.icml import probe as probe_study
+from gzone.studies.icml import uso, uso_retrain
 
 
 def _flat(tree):
@@ -171,23 +157,9 @@ def test_probe_separates_separable_data_and_is_scale_blind():
 # ----------------------------------------------------------------------------- the studies
 
 
-@pytest.fixture(scope="module")
-def studies(tmp_path_factory):
-    """Each tiny study, run once on first use: study -> (out, records)."""
-    done: dict[str, tuple[Path, list]] = {}
-
-    def get(study: str):
-        if study not in done:
-            out = tmp_path_factory.mktemp(study)
-            done[study] = (out, outside.run(dataclasses.replace(TINY, study=study), out))
-        return done[study]
-
-    return get
-
-
-@study_group("uso")
-def test_uso_study_records_the_path_and_where_each_network_leaves_it(studies):
-    out, records = studies("uso")
+def test_uso_study_records_the_path_and_where_each_network_leaves_it(tiny):
+    run = tiny("icml/uso")
+    records = run.records
     runs = [r for r in records if r["kind"] == "run"]
     assert {(r["run"], r["alpha"]) for r in runs} == {("uso", 1.0), ("scaled", 0.01), ("scaled", 0.1)}
     logs = [r for r in records if r["kind"] == "log"]
@@ -208,27 +180,28 @@ def test_uso_study_records_the_path_and_where_each_network_leaves_it(studies):
     by_alpha = {r["alpha"]: r for r in runs}
     assert by_alpha[0.1]["left_uniform_at"] is not None
     dev = {r["step"]: r["uniform_deviation"] for r in logs if r["alpha"] == 0.1}
-    assert by_alpha[0.1]["left_uniform_at"] == min(t for t, d in dev.items() if d > TINY.uniform_tol)
+    assert by_alpha[0.1]["left_uniform_at"] == min(t for t, d in dev.items() if d > run.config.uniform_tol)
     gone = uso.departures(records, rel_tol=1e-3)
     assert gone[(0.1, 0)] is not None and gone[(0.1, 0)] >= by_alpha[0.1]["left_uniform_at"]
-    assert not list((out / "checkpoints").glob("*"))
+    rows = run.study.summarize(records)
+    assert {(row["alpha"], row["left_uniform_at"]) for row in rows} == {
+        (r["alpha"], r["left_uniform_at"]) for r in runs if r["run"] == "scaled"}
 
 
-@study_group("uso-retrain")
-def test_uso_retrain_records_geometry_and_retraining_from_rescaled_points(studies):
-    out, records = studies("uso-retrain")
-    rows = sorted((r for r in records if r["kind"] == "retrain"), key=lambda r: r["uso_step"])
+def test_uso_retrain_records_geometry_and_retraining_from_rescaled_points(tiny):
+    run = tiny("icml/uso-retrain")
+    config = run.config
+    rows = sorted((r for r in run.records if r["kind"] == "retrain"), key=lambda r: r["uso_step"])
     assert [r["uso_step"] for r in rows] == [0, 20, 40] and rows[0]["uso_horizon"] == 40
-    config = TINY
-    setup, x_test, y_test = outside.load_setup(config, None)
-    theta0 = outside.initial_params(setup, config, 0)
+    setup = run.study.prepare(config, None)
+    theta0 = seed_params(setup, config.init, 0)
     assert rows[0]["cos_param_init"] == pytest.approx(1.0, abs=1e-6)
     assert rows[0]["parameter_norm"] == pytest.approx(float(jnp.linalg.norm(_flat(theta0))), rel=1e-6)
     assert rows[-1]["cos_param_init"] < rows[0]["cos_param_init"]  # the path rotates
     # retraining from t = 0 is ordinary GD from θ0 itself
     direct = training.train(setup.model.apply, theta0, setup.x, setup.y, lr=config.retrain_lr0,
-                            steps=config.retrain_steps, log_every=2, x_test=x_test, y_test=y_test,
-                            sharpness=False)
+                            steps=config.retrain_steps, log_every=2, x_test=setup.x_test,
+                            y_test=setup.y_test, sharpness=False)
     assert rows[0]["train_error"] == pytest.approx(1 - direct.history["train_accuracy"][-1], abs=1e-6)
     # the USO point at t: direct USO training, then its geometry from first principles
     path = training.train(setup.model.apply, theta0, setup.x, setup.y, lr=config.uso_lr0,
@@ -239,48 +212,48 @@ def test_uso_retrain_records_geometry_and_retraining_from_rescaled_points(studie
         (1 / 10 - jax.nn.one_hot(setup.y, 10)) * setup.model.apply(p, setup.x), -1)))(path.params))
     assert rows[1]["cos_param_neg_gradient"] == pytest.approx(
         float(flat @ -g / jnp.linalg.norm(flat) / jnp.linalg.norm(g)), abs=1e-5)
-    assert not (out / "checkpoints" / "uso-path-seed-0.npz").exists()
 
 
 def test_uso_horizon_stops_at_the_last_finite_log(tmp_path):
-    config = dataclasses.replace(TINY, steps=80, uso_lr0=0.1, log_every=5, retrain_points=3,
-                                 retrain_steps=4)
-    records = outside.run(dataclasses.replace(config, study="uso-retrain"), tmp_path)
+    study = studies.get("icml/uso-retrain")
+    config = dataclasses.replace(engine.make_config(study, "tiny"), steps=80, uso_lr0=0.1,
+                                 log_every=5, retrain_points=3, retrain_steps=4)
+    records = engine.run(study, config, tmp_path)
     rows = [r for r in records if r["kind"] == "retrain"]
     horizon = rows[0]["uso_horizon"]
     assert 0 < horizon < 80  # the path blows up in finite time; points stay before it
-    assert sorted(r["uso_step"] for r in rows) == uso.retrain_steps_of(config, horizon)
+    assert sorted(r["uso_step"] for r in rows) == uso_retrain.retrain_steps_of(config, horizon)
     assert not any(r["flags"] for r in rows)
 
 
-@study_group("probe")
-def test_probe_study_matches_a_direct_probe(studies):
-    _, records = studies("probe")
-    probes_ = [r for r in records if r["kind"] == "probe"]
+def test_probe_study_matches_a_direct_probe(tiny):
+    run = tiny("icml/probe")
+    probes_ = [r for r in run.records if r["kind"] == "probe"]
     assert {(r["features"], r["alpha"], r["seed"]) for r in probes_} == {
         ("random", 1.0, 0), ("random", 1.0, 1),
         *{("trained", a, s) for a in (1.0, 100.0) for s in (0, 1)}}
-    setup, x_test, y_test = outside.load_setup(TINY, None)
-    theta = outside.initial_params(setup, TINY, 1)
+    setup = run.study.prepare(run.config, None)
+    theta = seed_params(setup, run.config.init, 1)
     direct = probes.linear_probe(models.penultimate_features(setup.model, theta, setup.x), setup.y,
-                                 models.penultimate_features(setup.model, theta, x_test), y_test)
+                                 models.penultimate_features(setup.model, theta, setup.x_test),
+                                 setup.y_test)
     rand = next(r for r in probes_ if r["features"] == "random" and r["seed"] == 1)
     assert rand["probe_test_accuracy"] == pytest.approx(direct["test_accuracy"])
-    table = lazy.probe_table(records)
+    table = probe_study.probe_table(run.records)
     assert table["alpha"].tolist() == [1.0, 100.0]
     assert np.all(table["min"] <= table["mean"]) and np.all(table["mean"] <= table["max"])
 
 
-@study_group("lazy")
-def test_lazy_study_matches_direct_training_of_network_and_linearisation(studies):
-    _, records = studies("lazy")
-    rows = {r["alpha"]: r for r in records if r["kind"] == "lazy"}
+def test_lazy_study_matches_direct_training_of_network_and_linearisation(tiny):
+    run = tiny("icml/lazy")
+    config = run.config
+    rows = {r["alpha"]: r for r in run.records if r["kind"] == "lazy"}
     assert set(rows) == {1.0, 100.0}
-    setup, x_test, y_test = outside.load_setup(TINY, None)
-    theta = models.scale(outside.initial_params(setup, TINY, 0), 100.0)
-    lr = training.effective_lr(TINY.lr0, 100.0, setup.degree)
-    kw = {"lr": lr, "steps": TINY.steps, "log_every": TINY.log_every, "x_test": x_test,
-          "y_test": y_test, "sharpness": False}
+    setup = run.study.prepare(config, None)
+    theta = models.scale(seed_params(setup, config.init, 0), 100.0)
+    lr = training.effective_lr(config.lr0, 100.0, setup.degree)
+    kw = {"lr": lr, "steps": config.steps, "log_every": config.log_every, "x_test": setup.x_test,
+          "y_test": setup.y_test, "sharpness": False}
     net = training.train(setup.model.apply, theta, setup.x, setup.y, **kw)
     lin = training.train(jacobian.linearized(setup.model.apply), jacobian.linearization_point(theta),
                          setup.x, setup.y, **kw)
@@ -289,100 +262,54 @@ def test_lazy_study_matches_direct_training_of_network_and_linearisation(studies
     assert row["linear_test_accuracy"] == pytest.approx(lin.history["test_accuracy"][-1], abs=1e-6)
     assert row["relative_distance"] == pytest.approx(
         _rel(_flat(net.params), _flat(theta)), rel=1e-4)
-    z = setup.model.apply(net.params, x_test)
-    z_lin = jacobian.linearized(setup.model.apply)(lin.params, x_test)
+    z = setup.model.apply(net.params, setup.x_test)
+    z_lin = jacobian.linearized(setup.model.apply)(lin.params, setup.x_test)
     assert row["test_agreement"] == pytest.approx(float(jnp.mean(z.argmax(1) == z_lin.argmax(1))))
     assert row["logit_relative_difference"] == pytest.approx(_rel(z_lin, z), rel=1e-3)
-    lin_logs = [r for r in records if r["kind"] == "log" and r["model"] == "linearized"]
+    lin_logs = [r for r in run.records if r["kind"] == "log" and r["model"] == "linearized"]
     assert lin_logs and "parameter_norm" not in lin_logs[0]  # it would count the anchor
+    assert [r["alpha"] for r in run.study.summarize(run.records)] == [1.0, 100.0]
 
 
-@study_group("random-labels")
-def test_random_labels_study_runs_the_three_label_kinds(studies):
-    out, records = studies("random-labels")
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
-        "labels-random-fixed", "labels-random-per-step", "labels-true"]
-    assert {r["labels"] for r in records if r["kind"] == "log"} == set(training.LABELS)
-    assert not any(r["flags"] for r in records)  # sharpness not measured: null, not flagged
-
-
-@pytest.mark.parametrize("study, cut", [
-    pytest.param("uso", 3, marks=study_group("uso")),
-    pytest.param("uso-retrain", 5, marks=study_group("uso-retrain"))])
-def test_interrupted_studies_resume_without_losing_or_duplicating(study, cut, studies, tmp_path):
+@pytest.mark.parametrize("name, cut", [("icml/uso", 3), ("icml/uso-retrain", 5)])
+def test_interrupted_studies_resume_without_losing_or_duplicating(name, cut, tiny, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def progress_until(n):
-        def progress(items, total):
-            for i, item in enumerate(items):
-                if i == n:
-                    raise Interrupt
-                yield item
-        return progress
+    def progress(items, total):
+        for i, item in enumerate(items):
+            if i == cut:
+                raise Interrupt
+            yield item
 
-    config = dataclasses.replace(TINY, study=study)
+    run = tiny(name)
     with pytest.raises(Interrupt):
-        outside.run(config, tmp_path / study, progress=progress_until(cut))
-    assert list((tmp_path / study / "checkpoints").glob("*"))  # a run in progress
-    resumed = outside.run(config, tmp_path / study)
-    _, whole = studies(study)
+        engine.run(run.study, run.config, tmp_path, progress=progress)
+    assert list((tmp_path / "checkpoints").glob("*"))  # a run in progress
+    resumed = engine.run(run.study, run.config, tmp_path)
 
     def key(r):
         return tuple(r.get(k) for k in ("kind", "run", "alpha", "seed", "step", "uso_step"))
 
-    assert sorted(map(key, resumed)) == sorted(map(key, whole))
+    assert sorted(map(key, resumed)) == sorted(map(key, run.records))
     assert len(set(map(key, resumed))) == len(resumed)
+    assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"study": "nope"}, "unknown study 'nope'"),
-    ({"uso_alphas": (0.1, 2.0)}, "uso_alphas are the small-norm networks: every alpha must be < 1"),
-    ({"probe_alphas": ()}, "probe_alphas is empty"),
-    ({"lazy_alphas": (0.0,)}, "lazy_alphas must hold finite numbers > 0"),
-    ({"retrain_points": 1}, "retrain_points must be at least 2"),
-    ({"uniform_tol": 1.5}, "uniform_tol must be < 1"),
-    ({"lr0": -1.0}, "lr0 must be a finite number > 0"),
-    ({"log_every": 50}, "log_every=50 exceeds steps=40"),
-    ({"dataset": "svhn2"}, "unknown dataset 'svhn2'"),
+@pytest.mark.parametrize("name, overrides, message", [
+    ("icml/uso", {"uso_alphas": (0.1, 2.0)}, "uso_alphas are the small-norm networks: every alpha must be < 1"),
+    ("icml/probe", {"probe_alphas": ()}, "probe_alphas is empty"),
+    ("icml/lazy", {"lazy_alphas": (0.0,)}, "lazy_alphas must hold finite numbers > 0"),
+    ("icml/uso-retrain", {"retrain_points": 1}, "retrain_points must be at least 2"),
+    ("icml/uso", {"uniform_tol": 1.5}, "uniform_tol must be < 1"),
+    ("icml/lazy", {"lr0": -1.0}, "lr0 must be a finite number > 0"),
+    ("icml/probe", {"log_every": 50}, "log_every=50 exceeds steps=40"),
+    ("icml/uso", {"dataset": "svhn2"}, "unknown dataset 'svhn2'"),
 ])
-def test_bad_input_is_a_one_line_error_and_leaves_nothing(overrides, message, tmp_path):
+def test_bad_input_is_a_one_line_error_and_leaves_nothing(name, overrides, message, tmp_path):
+    study = studies.get(name)
     with pytest.raises(ValueError, match=message) as info:
-        outside.run(dataclasses.replace(TINY, **overrides), tmp_path / "out")
+        engine.run(study, dataclasses.replace(engine.make_config(study, "tiny"), **overrides),
+                   tmp_path / "out")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
-
-
-@study_group("uso")
-def test_another_configuration_is_refused(studies):
-    out, _ = studies("uso")
-    with pytest.raises(results.ConfigMismatchError, match="uso_lr0"):
-        outside.run(dataclasses.replace(TINY, uso_lr0=0.2), out)
-
-
-@pytest.mark.parametrize("study", [pytest.param(s, marks=study_group(s)) for s in outside.STUDIES])
-def test_figures_draw_records_and_empty_ones(study, studies, tmp_path):
-    _, records = studies(study)
-    for recs in (records, []):
-        fig = figures.outside_figure(recs, study, title=study, path_stem=tmp_path / study)
-        assert fig.axes
-        if recs and study == "uso":
-            assert len(fig.axes[0].lines) >= 3 and fig.axes[0].get_yscale() == "log"
-        plt.close(fig)
-    assert (tmp_path / f"{study}.png").exists()
-    with pytest.raises(ValueError, match="unknown study"):
-        figures.outside_figure([], "nope")
-
-
-@study_group("lazy")
-def test_script_summarises_draws_and_refuses_bad_flags(studies, capsys, tmp_path):
-    out, _ = studies("lazy")
-    assert script.main(["--preset", "tiny", "--study", "lazy", "--out", str(out),
-                        "--no-progress"]) == 0
-    text = capsys.readouterr().out
-    assert "agreement" in text and (out / "lazy.png").exists()
-    assert script.main(["--preset", "tiny", "--study", "uso", "--uso-alphas", "0.5,3",
-                        "--out", str(tmp_path / "o"), "--no-plot"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --uso-alphas are the small-norm networks") and err.count("\n") == 1
-    assert not (tmp_path / "o").exists()

@@ -1,4 +1,5 @@
-"""The trainability figures (gzone.plots.training) on hand-built records: no training."""
+"""The figures of the Sec. 5 training grid (gzone.studies.icml._common.grid_figures) on
+hand-built records: no training."""
 
 import math
 
@@ -7,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from gzone.experiments import trainability
-from gzone.plots import training
+from gzone.studies.icml._common import grid as trainability
+from gzone.studies.icml._common import grid_figures as training
 
 ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
 LR0S = (0.01, 0.1, 1.0)
@@ -17,26 +18,25 @@ STEPS = (0, 50, 100)
 
 def _log(alpha, lr0, seed, step, *, mode="grid", labels="true"):
     acc = min(1.0, 0.1 + 0.3 * step / 50 * lr0 ** 0.1)
-    rec = {f: 0.5 for f in trainability.RECORD_FIELDS["log"]}
-    rec.update(kind="log", study="trainability", alpha=alpha, lr0=lr0, seed=seed, step=step,
+    rec = {f: 0.5 for f in ("lr", "loss", "train_accuracy", "test_accuracy", "sharpness")}
+    rec.update(kind="log", study="icml/trainability", alpha=alpha, lr0=lr0, seed=seed, step=step,
                lr=lr0 * alpha, mode=mode, labels=labels, train_accuracy=acc,
                test_accuracy=0.8 * acc, zero_logit_samples=min(1.0, step / 100 * alpha / 100))
     return rec
 
 
 def _run(alpha, lr0, seed, outcome="trained", **fields):
-    rec = {"kind": "run", "study": "trainability", "alpha": alpha, "lr0": lr0, "seed": seed,
+    rec = {"kind": "run", "study": "icml/trainability", "alpha": alpha, "lr0": lr0, "seed": seed,
            "lr": lr0 * alpha, "diverged_at": None, "last_step": 100, "max_train_accuracy": 0.9,
            "max_test_accuracy": 0.8, "final_train_accuracy": 0.9, "final_test_accuracy": 0.8,
            "max_parameter_norm": 1.0 + alpha, "final_zero_logit_samples": 0.0,
            "initial_sharpness": alpha, "lr_sharpness": lr0 * alpha, "outcome": outcome}
     rec.update(fields)
-    assert set(trainability.RECORD_FIELDS["run"]) <= set(rec)
     return rec
 
 
 def _zone(alpha, seed, in_zone):
-    return {"kind": "zone", "study": "trainability", "alpha": alpha, "seed": seed,
+    return {"kind": "zone", "study": "icml/trainability", "alpha": alpha, "seed": seed,
             "gterm_norm": 2.0 if in_zone else 1.0, "hterm_norm": 1.5, "hessian_norm": 3.0,
             "in_zone": in_zone}
 
@@ -161,11 +161,3 @@ def test_fig12_right_one_panel_per_labels_value(tmp_path):
     recs[0]["zero_logit_samples"] = None
     assert len(training.fig12_right_figure(recs).axes) == 1
     assert len(training.fig12_right_figure([]).axes) == 1
-
-
-def test_trainability_figure_dispatches_on_mode(tmp_path):
-    curves = training.trainability_figure(grid_records(alphas=(0.01, 1000.0), mode="curves"),
-                                          path_stem=tmp_path / "curves")
-    assert len(curves.axes) == 2 and (tmp_path / "curves.png").exists()
-    grid = training.trainability_figure(grid_records(), path_stem=tmp_path / "grid")
-    assert len(grid.axes) == 6 and (tmp_path / "grid.pdf").exists()
