@@ -10,7 +10,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from test_curvature import dense_terms, tiny_problem
 
-from gzone import metrics, models, objective, training
+from gzone import curvature, metrics, models, objective, training
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_sharpness_stops_at_its_tolerance_and_warm_starts_save_steps(problem):
     assert np.all(steps >= 2) and np.all(steps <= 201)
     assert steps[1:].mean() < steps[0]
     # the cap: with tol below rounding, the estimate runs all of its steps
-    capped = training.sharpness_of(model.apply, params, training.curvature.prepare_batches(
+    capped = training.sharpness_of(model.apply, params, curvature.prepare_batches(
         model.apply, params, x, y), num_iters=7, tol=1e-300)
     assert capped[3] == 8
 

@@ -44,7 +44,6 @@ OUTCOMES = ("diverged", "zero-logits", "trained", "untrained")
 ZERO_LOGIT_MARK = 0.75
 #: Fig. 8 right: η·‖H‖₂ above this is inadmissible (GD on a quadratic diverges beyond 2).
 ADMISSIBLE = 2.0
-SHARPNESS_FIELDS = ("sharpness", "sharpness_residual", "sharpness_matvecs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +180,8 @@ def measure(ctx: Context, chunk: list[Point]):
     params = jax.tree_util.tree_map(
         lambda *a: jnp.stack(a), *[models.scale(thetas[p["seed"]], p["alpha"]) for p in chunk])
     fields = dataclasses.asdict(config)
-    unmeasured = {} if sharpness else dict.fromkeys(SHARPNESS_FIELDS)
-    logged = [f for f in training.HISTORY_FIELDS if sharpness or f not in SHARPNESS_FIELDS]
+    unmeasured = {} if sharpness else dict.fromkeys(training.SHARPNESS_FIELDS)
+    logged = [f for f in training.HISTORY_FIELDS if sharpness or f not in training.SHARPNESS_FIELDS]
     grid = training.train_grid(
         setup.model.apply, params, setup.x, setup.y, lr=lrs, steps=config.steps,
         log_every=config.log_every, x_test=setup.x_test, y_test=setup.y_test,

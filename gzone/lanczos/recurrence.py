@@ -1,47 +1,12 @@
-"""Matrix-free spectral tools for symmetric operators given as matvecs ``v -> A v`` (1-D, length dim).
-
-* :func:`lanczos_tridiag` — Lanczos tridiagonalisation with full reorthogonalisation (vectorised
-  two-pass classical Gram–Schmidt against the stored basis) and a breakdown guard that restarts
-  with a fresh random vector instead of dividing by a vanishing beta (Lanczos 1950; Paige 1972;
-  Golub & Van Loan, *Matrix Computations*, Sec. 10.1).
-* :func:`eigsh` — extreme eigenpairs (``"LA"``, ``"SA"``, ``"LM"``) with true residual norms.
-* :func:`slq_quadrature`, :func:`density_from_quadrature`, :func:`spectral_density` — stochastic
-  Lanczos quadrature (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019).
-* Hutchinson-type trace and Frobenius estimators live in :mod:`gzone.hutchinson` (same operators,
-  dtypes and probes).
-
-The operator may be indefinite and rank-deficient. Dtypes: every entry point works in the dtype of its inputs unless one is given: ``v0``'s dtype
-where a start vector is passed, else the dtype of the operator's output (found with
-``jax.eval_shape``, nothing is computed), so a float64 operator is never silently run in float32.
-A ``dtype`` that is given is honoured as given — also one lower than the operator's, e.g.
-``dtype=jnp.float32`` for a float64 Hessian: the vectors fed to the matvec and every result are
-then in that dtype, visibly. The Lanczos recurrence (basis, alphas, betas, Gram–Schmidt) may run in
-a wider ``reorth_dtype`` such as float64, which requires ``jax.config.update("jax_enable_x64",
-True)`` (never switched on by this module).
-
-Drivers. ``driver="fori"`` runs the whole iteration in one jitted ``lax.fori_loop`` (no host
-sync). ``driver="host"`` runs a Python loop over one jitted Lanczos step with donated state.
-``driver="auto"`` picks ``"host"`` on CPU and ``"fori"`` elsewhere: on CPU, XLA compiles
-convolutions inside loop bodies much less efficiently (a LeNet-5 Hessian-vector product ran ~7x
-slower inside ``fori_loop`` than jitted alone), whereas on GPU/TPU the fused loop avoids per-step
-dispatch. Both drivers execute the same step function and agree to rounding.
-
-Matvecs have the form ``matvec(v, *params)`` (matfree style; a plain ``v -> A v`` needs no
-params), or are an :class:`Operator`, which binds such a function to its operands. Compiled code is
-cached by jax per matvec *function* (a static argument) and per array shape, so pass one fixed
-function and feed what changes between calls (network parameters, data batches) through
-``*params`` or an :class:`Operator`'s operands: nothing is recompiled. A fresh closure per call
-recompiles each time (and jax's cache keeps it, with whatever it captured, alive). Building blocks, composed by :func:`eigsh`, :func:`slq_quadrature`, :func:`spectral_density` and
-:mod:`gzone.fullspace`: :func:`lanczos_tridiag`, :func:`select_ritz`, :func:`gauss_quadrature`,
-:func:`residual_norms`, :func:`probe_vector`, :func:`density_grid` and
-:func:`density_from_quadrature` (one width rule), :func:`apply` and :func:`apply_block`.
+"""The Lanczos recurrence of :mod:`gzone.lanczos`: tridiagonalisation with full
+reorthogonalisation and a breakdown guard (:func:`lanczos_tridiag`, two drivers: one jitted
+``fori_loop`` or a host loop over one jitted step), Ritz pairs and their true residuals, and
+:func:`eigsh` (extreme eigenpairs, with an early stop on the Ritz residual estimates).
 """
 
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -50,12 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-Array = jax.Array
-Matvec = Callable[..., Array]  # matvec(v, *params) -> A v
+from gzone.lanczos.operator import (
+    Array,
+    Matvec,
+    Operator,
+    apply_block,
+    check_dtype,
+    check_positive,
+    probe_vector,
+    resolve_driver,
+    unpack,
+    working_dtype,
+)
 
-DRIVERS = ("auto", "host", "fori")
 WHICH = ("LA", "SA", "LM")
-PROBES = ("rademacher", "gaussian")
 
 
 class LanczosResult(NamedTuple):
@@ -82,132 +55,6 @@ class EigshResult(NamedTuple):
     num_iters: int = -1
 
 
-@jax.tree_util.register_pytree_node_class
-class Operator:
-    """A matvec bound to its operands: ``op(v) = matvec(v, *operands)``.
-
-    Every function of this module unpacks it, so the compiled programs are keyed on ``matvec``
-    alone and one compilation serves operators with new operand *values* (another α, T or seed).
-    A pytree (``matvec`` static, ``operands`` leaves), so it can also be passed through ``jax.jit``.
-    """
-
-    def __init__(self, matvec: Matvec, operands: tuple = ()) -> None:
-        self.matvec = matvec
-        self.operands = tuple(operands)
-
-    def __call__(self, v: Array) -> Array:
-        return self.matvec(v, *self.operands)
-
-    def tree_flatten(self) -> tuple[tuple, Matvec]:
-        return self.operands, self.matvec
-
-    @classmethod
-    def tree_unflatten(cls, matvec: Matvec, operands: tuple) -> Operator:
-        return cls(matvec, operands)
-
-    def __repr__(self) -> str:
-        name = getattr(self.matvec, "__name__", type(self.matvec).__name__)
-        return f"Operator({name}, {len(self.operands)} operands)"
-
-
-def unpack(matvec: Matvec | Operator, params: tuple = ()) -> tuple[Matvec, tuple]:
-    """(function, operands): an :class:`Operator`'s matvec and operands followed by ``params``,
-    or a plain matvec with ``params`` unchanged."""
-    if isinstance(matvec, Operator):
-        return matvec.matvec, (*matvec.operands, *params)
-    return matvec, tuple(params)
-
-
-def operator_dtype(matvec: Matvec | Operator, dim: int, *params: Any) -> jnp.dtype:
-    """The dtype of ``matvec(v, *params)`` for a float32 ``v`` of length ``dim``, by
-    ``jax.eval_shape`` (nothing is computed): float64 for an operator built on float64 arrays."""
-    fn, params = unpack(matvec, params)
-    out = jax.eval_shape(lambda v, *p: fn(v, *p), jax.ShapeDtypeStruct((dim,), jnp.float32), *params)
-    dtype = jnp.dtype(out.dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"the operator returns {dtype} vectors; a floating dtype is needed")
-    return dtype
-
-
-def working_dtype(
-    matvec: Matvec | Operator, dim: int, params: tuple, dtype: Any = None, v0: Array | None = None
-) -> jnp.dtype:
-    """The dtype an entry point computes in: ``dtype`` when given (honoured as given, also when
-    lower than the operator's), else ``v0``'s dtype, else the operator's output dtype."""
-    if dtype is not None:
-        return _check_dtype(dtype, "dtype")
-    if v0 is not None and jnp.issubdtype(jnp.result_type(v0), jnp.floating):
-        return _check_dtype(jnp.result_type(v0), "v0 dtype")
-    return _check_dtype(operator_dtype(matvec, dim, *params), "the operator's dtype")
-
-
-# ----------------------------------------------------------------------------------- helpers
-
-
-def _check_dtype(dtype: Any, what: str) -> jnp.dtype:
-    dtype = jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"{what} must be a floating dtype, got {dtype}")
-    if jax.dtypes.canonicalize_dtype(dtype) != dtype:  # float64 while 64-bit mode is off
-        raise ValueError(
-            f"{what}={dtype} needs 64-bit mode, which is off: call "
-            "jax.config.update('jax_enable_x64', True) at start-up (or set JAX_ENABLE_X64=1)"
-        )
-    return dtype
-
-
-def _resolve_driver(driver: str) -> str:
-    if driver not in DRIVERS:
-        raise ValueError(f"unknown driver {driver!r}; choose one of {', '.join(DRIVERS)}")
-    if driver == "auto":
-        return "host" if jax.default_backend() == "cpu" else "fori"
-    return driver
-
-
-def check_positive(name: str, value: Any) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` unless it is a positive integer."""
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def apply_block(
-    matvec: Matvec | Operator, vectors: Array, *params: Any, batch_size: int | None = None
-) -> Array:
-    """Rows of ``A Vᵀ`` for a (n, dim) block V via ``jax.vmap(matvec)``, in chunks of batch_size."""
-    matvec, params = unpack(matvec, params)
-    n = vectors.shape[0]
-    if batch_size is None or batch_size >= n:
-        return _apply_chunk(matvec, vectors, *params)
-    batch_size = check_positive("batch_size", batch_size)
-    padded = jnp.pad(vectors, ((0, -n % batch_size), (0, 0)))  # one compiled shape for all chunks
-    chunks = [
-        _apply_chunk(matvec, padded[i : i + batch_size], *params)
-        for i in range(0, padded.shape[0], batch_size)
-    ]
-    return jnp.concatenate(chunks)[:n]
-
-
-@partial(jax.jit, static_argnums=0)
-def _apply_chunk(matvec: Matvec, vectors: Array, *params: Any) -> Array:
-    return jax.vmap(lambda v: matvec(v, *params))(vectors)
-
-
-@partial(jax.jit, static_argnums=0)
-def _apply_one(matvec: Matvec, v: Array, *params: Any) -> Array:
-    return matvec(v, *params)
-
-
-def apply(matvec: Matvec | Operator, v: Array, *params: Any) -> Array:
-    """A v: one jit-compiled product per (matvec function, shapes), shared by every estimator."""
-    matvec, params = unpack(matvec, params)
-    return _apply_one(matvec, v, *params)
-
-
 def tridiagonal(alphas: Array, betas: Array) -> Array:
     """Dense symmetric (m, m) tridiagonal matrix T from the Lanczos coefficients."""
     off = betas[: alphas.shape[0] - 1]
@@ -218,13 +65,6 @@ def tridiagonal(alphas: Array, betas: Array) -> Array:
 def _ritz(alphas: Array, betas: Array) -> tuple[Array, Array]:
     t = tridiagonal(alphas, betas)
     return jnp.linalg.eigh((t + t.T) / 2)
-
-
-def gauss_quadrature(alphas: Array, betas: Array) -> tuple[Array, Array]:
-    """Gauss quadrature rule of a Lanczos run: nodes θ (eigenvalues of T = S diag(θ) Sᵀ, ascending)
-    and weights ``S[0]**2`` (they sum to 1), so that q₁ᵀ f(A) q₁ ≈ Σ_i w_i f(θ_i)."""
-    theta, s = _ritz(alphas, betas)
-    return theta, s[0] ** 2
 
 
 # ----------------------------------------------------------------------------------- Lanczos
@@ -359,7 +199,7 @@ def _run_lanczos(
     ≤ tol·|θ|; the result then keeps its full shapes with T_m's tail decoupled
     (:func:`_decouple_tail`: the same compiled programs serve every m)."""
     state = _lanczos_init(v0, key, num_iters, rdtype)
-    if stop is None and _resolve_driver(driver) == "fori":
+    if stop is None and resolve_driver(driver) == "fori":
         state = _lanczos_fori(matvec, v0.dtype, num_iters, state, *params)
         return LanczosResult(state.alphas, state.betas, state.basis), num_iters
     for j in range(num_iters):
@@ -402,8 +242,8 @@ def lanczos_tridiag(
     num_iters = check_positive("num_iters", num_iters)
     if num_iters > dim:
         raise ValueError(f"num_iters={num_iters} exceeds the dimension {dim}")
-    mdtype = _check_dtype(v0.dtype, "v0 dtype")
-    rdtype = mdtype if reorth_dtype is None else _check_dtype(reorth_dtype, "reorth_dtype")
+    mdtype = check_dtype(v0.dtype, "v0 dtype")
+    rdtype = mdtype if reorth_dtype is None else check_dtype(reorth_dtype, "reorth_dtype")
     key = jax.random.PRNGKey(0) if key is None else key
     return _run_lanczos(matvec, params, v0, key, num_iters, rdtype, driver)[0]
 
@@ -454,7 +294,7 @@ def residual_norms(
     """True residual norms ``||A y − θ y||`` (k,) of Ritz pairs (values (k,), vectors (dim, k)),
     with ``k`` real matvecs (``jax.vmap``, chunks of ``batch_size``) run in ``dtype`` (default: the
     vectors' dtype); the norms are in the vectors' dtype."""
-    dtype = vectors.dtype if dtype is None else _check_dtype(dtype, "dtype")
+    dtype = vectors.dtype if dtype is None else check_dtype(dtype, "dtype")
     av = apply_block(matvec, vectors.T.astype(dtype), *params, batch_size=batch_size)
     return _residual_norms(av, vectors.T, values)
 
@@ -501,8 +341,8 @@ def eigsh(
     if not k <= num_iters <= dim:
         raise ValueError(f"need k <= num_iters <= dim, got k={k}, num_iters={num_iters}, dim={dim}")
     mdtype = working_dtype(matvec, dim, params, dtype, v0)
-    rdtype = mdtype if reorth_dtype is None else _check_dtype(reorth_dtype, "reorth_dtype")
-    _resolve_driver(driver)
+    rdtype = mdtype if reorth_dtype is None else check_dtype(reorth_dtype, "reorth_dtype")
+    resolve_driver(driver)
     key_start, key_restart = jax.random.split(key)
     if v0 is None:
         v0 = probe_vector(key_start, 0, dim, mdtype, "gaussian")
@@ -517,134 +357,3 @@ def eigsh(
     values, vectors = select_ritz(result, k, which)
     residuals = residual_norms(matvec, values, vectors, *params, dtype=mdtype, batch_size=batch_size)
     return EigshResult(values, vectors, residuals, steps)
-
-
-# ----------------------------------------------------------------------------------- SLQ
-
-
-@partial(jax.jit, static_argnums=(2, 3))
-def _probe32(key: Array, i: int, dim: int, kind: str) -> Array:
-    key = jax.random.fold_in(key, i)
-    if kind == "rademacher":
-        return jax.random.rademacher(key, (dim,), jnp.float32)
-    return jax.random.normal(key, (dim,), jnp.float32)
-
-
-def probe_vector(key: Array, i: int, dim: int, dtype: Any, kind: str = "rademacher") -> Array:
-    """Probe vector number i (Rademacher ±1 or standard Gaussian), drawn from ``fold_in(key, i)``
-    in float32 and cast to ``dtype``: the same numbers in every dtype, and one compilation per
-    (dim, kind) whatever the number of probes or the dtype."""
-    if kind not in PROBES:
-        raise ValueError(f"unknown probe {kind!r}; choose one of {', '.join(PROBES)}")
-    return _probe32(key, i, dim, kind).astype(dtype)
-
-
-
-def slq_quadrature(
-    matvec: Matvec | Operator,
-    dim: int,
-    *params: Any,
-    key: Array,
-    num_probes: int,
-    num_iters: int,
-    probe: str = "rademacher",
-    dtype: Any = None,
-    reorth_dtype: Any = None,
-    driver: str = "auto",
-) -> tuple[Array, Array]:
-    """Gauss quadrature rules of stochastic Lanczos quadrature, one per probe.
-
-    For each normalised probe z (Rademacher or Gaussian), ``num_iters`` Lanczos steps give
-    T = S diag(θ) Sᵀ; the nodes are θ and the weights ``S[0]**2`` (they sum to 1), so that
-    ``zᵀ f(A) z ≈ Σ_i w_i f(θ_i)`` (:func:`gauss_quadrature`). Returns ``(nodes, weights)``, each
-    (num_probes, num_iters). Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019.
-    """
-    matvec, params = unpack(matvec, params)
-    dim, num_probes = check_positive("dim", dim), check_positive("num_probes", num_probes)
-    num_iters = check_positive("num_iters", num_iters)
-    if num_iters > dim:
-        raise ValueError(f"num_iters={num_iters} exceeds the dimension {dim}")
-    mdtype = working_dtype(matvec, dim, params, dtype)
-    rdtype = mdtype if reorth_dtype is None else _check_dtype(reorth_dtype, "reorth_dtype")
-    _resolve_driver(driver)
-    kind = probe
-    key_probe, key_restart = jax.random.split(key)
-    rules = []
-    for i in range(num_probes):
-        run = _run_lanczos(
-            matvec, params, probe_vector(key_probe, i, dim, mdtype, kind),
-            jax.random.fold_in(key_restart, i), num_iters, rdtype, driver,
-        )[0]
-        rules.append(gauss_quadrature(run.alphas, run.betas))
-        del run  # the (num_iters + 1, dim) basis is not kept
-    nodes, weights = zip(*rules)
-    return jnp.stack(nodes), jnp.stack(weights)
-
-
-def density_grid(
-    nodes: Array, sigma: float | None = None, *, sigma_rel: float = 0.01, num_points: int = 1024
-) -> tuple[Array, float]:
-    """The one width rule of the smoothed densities: σ = ``sigma`` if given, else ``sigma_rel`` ×
-    (max θ − min θ) (× the largest |θ|, or 1, when all nodes coincide), and a grid of
-    ``num_points`` points on [min θ − 3σ, max θ + 3σ]. Returns ``(grid, sigma)``."""
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    if not sigma_rel > 0:
-        raise ValueError(f"sigma_rel must be positive, got {sigma_rel}")
-    num_points = check_positive("num_points", num_points)
-    lo, hi = float(jnp.min(nodes)), float(jnp.max(nodes))
-    if sigma is None:
-        sigma = sigma_rel * (hi - lo if hi > lo else max(abs(lo), abs(hi), 1.0))
-    grid = jnp.linspace(lo - 3 * sigma, hi + 3 * sigma, num_points, dtype=jnp.result_type(nodes))
-    return grid, sigma
-
-
-@partial(jax.jit, static_argnames="normalize")
-def density_from_quadrature(
-    nodes: Array, weights: Array, grid: Array, sigma: float, *, normalize: bool = True
-) -> Array:
-    """Gaussian-smoothed spectral density on ``grid``, averaged over probes.
-
-    ``density(x) = mean_p Σ_i w_pi N(x; θ_pi, σ²)``; with ``normalize`` it is rescaled to integrate
-    to 1 on the grid (trapezoid rule).
-    """
-    nodes, weights, grid = jnp.atleast_2d(nodes), jnp.atleast_2d(weights), jnp.asarray(grid)
-    z = (grid[None, None, :] - nodes[..., None]) / sigma
-    kernel = jnp.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
-    density = jnp.einsum("pm,pmg->g", weights, kernel) / nodes.shape[0]
-    if normalize:
-        total = jnp.trapezoid(density, grid)
-        density = density / jnp.where(total > 0, total, 1)
-    return density
-
-
-def spectral_density(
-    matvec: Matvec | Operator,
-    dim: int,
-    *params: Any,
-    key: Array,
-    num_probes: int,
-    num_iters: int,
-    grid: Array | None = None,
-    sigma: float | None = None,
-    sigma_rel: float = 0.01,
-    num_points: int = 1024,
-    probe: str = "rademacher",
-    dtype: Any = None,
-    reorth_dtype: Any = None,
-    driver: str = "auto",
-) -> tuple[Array, Array]:
-    """Spectral density of A by stochastic Lanczos quadrature; returns ``(grid, density)``.
-
-    ``sigma`` defaults to ``sigma_rel`` (1%) of the node range and the default grid has
-    ``num_points`` points (:func:`density_grid`). The density integrates to 1 on the grid.
-    """
-    nodes, weights = slq_quadrature(
-        matvec, dim, *params, key=key, num_probes=num_probes, num_iters=num_iters, probe=probe,
-        dtype=dtype, reorth_dtype=reorth_dtype, driver=driver,
-    )
-    default_grid, sigma = density_grid(nodes, sigma, sigma_rel=sigma_rel, num_points=num_points)
-    grid = default_grid if grid is None else jnp.asarray(grid)
-    return grid, density_from_quadrature(nodes, weights, grid, sigma)
-
-

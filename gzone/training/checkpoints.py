@@ -20,7 +20,7 @@ import numpy as np
 
 def fingerprint(settings: Any, params0: Any, lr: np.ndarray, temps: np.ndarray) -> dict:
     """What a checkpoint must match to be resumed: the run settings (a
-    ``gzone.training`` settings tuple), the learning rates and temperatures, and a hash of the
+    :class:`gzone.training.Settings`), the learning rates and temperatures, and a hash of the
     initial parameters."""
     digest = hashlib.sha256()
     for leaf in jax.tree_util.tree_leaves(params0):

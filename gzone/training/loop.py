@@ -1,0 +1,389 @@
+"""The loop of a batch of training runs and the public entry points :func:`train` (one run) and
+:func:`train_grid` (G runs vmapped over a leading axis, sharded over the local devices,
+checkpointed at every log and resumed exactly): ICML Sec. 5, and the training engine of App. E and
+of Fort & Scherlis' training studies. The static settings of a batch travel as one frozen
+:class:`Settings`; its data, laid out once, as :class:`Data`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gzone import curvature, sharding
+from gzone.training import checkpoints
+from gzone.training.metrics import (
+    DIVERGENCE_FIELDS,
+    HISTORY_FIELDS,
+    SHARPNESS_FIELDS,
+    grid_accuracy,
+    grid_metrics,
+    sharpness_of,
+)
+from gzone.training.step import (
+    DRIVERS,
+    LABELS,
+    auto_driver,
+    init_optimizer,
+    labels_at,
+    make_optimizer,
+    run_block,
+)
+
+
+class TrainResult(NamedTuple):
+    """Final parameters, the history (one entry per logged step, step 0 included; numpy arrays
+    of equal length keyed by :data:`HISTORY_FIELDS`) and the first non-finite step (or None)."""
+
+    params: Any
+    history: dict[str, np.ndarray]
+    diverged_at: int | None
+
+
+class GridResult(NamedTuple):
+    """A grid of G runs: final parameters (leading axis G), the history (each field (G, logs);
+    entries after a run's divergence are NaN — not measured — and its ``diverged_at`` says so),
+    and ``diverged_at`` (G,) with −1 for runs that did not diverge."""
+
+    params: Any
+    history: dict[str, np.ndarray]
+    diverged_at: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the runs of a batch share (everything but their parameters, lr and T)."""
+
+    apply_fn: Callable
+    optimizer: str
+    labels: str
+    uso: bool
+    driver: str
+    steps: int
+    log_every: int
+    sharpness: bool
+    sharpness_iters: int
+    sharpness_tol: float
+    key: jax.Array | None
+
+    @property
+    def log_steps(self) -> list[int]:
+        """The logged steps: every ``log_every``, 0 and the last included."""
+        return sorted({*range(0, self.steps, self.log_every), self.steps})
+
+
+def _check(lr, steps, log_every, optimizer, labels, key, driver) -> None:
+    if not (isinstance(lr, (int, float, np.floating)) and np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    for name, value in (("steps", steps), ("log_every", log_every)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if log_every > steps:
+        raise ValueError(f"log_every={log_every} exceeds steps={steps}")
+    make_optimizer(optimizer)
+    if labels not in LABELS:
+        raise ValueError(f"unknown labels {labels!r}; choose one of {', '.join(LABELS)}")
+    if labels != "true" and key is None:
+        raise ValueError(f"labels={labels!r} draws random labels: pass key")
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown driver {driver!r}; choose one of {', '.join(DRIVERS)}")
+
+
+class Data(NamedTuple):
+    """The data of a batch of runs, laid out once."""
+
+    batches: curvature.Batches  # training data, labels as trained on (random-fixed drawn here)
+    test: curvature.Batches | None
+    num_classes: int
+    key_steps: jax.Array  # per-step random labels
+    key_sharpness: jax.Array
+
+
+def prepare_data(apply_fn, params, x, y, x_test, y_test, chunk_size, labels, key) -> Data:
+    """The data of a run (or of every run of a grid; ``params`` of one run), laid out once."""
+    batches = curvature.prepare_batches(apply_fn, params, x, y, chunk_size)
+    test = (None if x_test is None else
+            curvature.prepare_batches(apply_fn, params, x_test, y_test, chunk_size))
+    k = int(jax.eval_shape(apply_fn, params, batches.x[0]).shape[-1])
+    key_labels, key_steps, key_sharp = jax.random.split(jax.random.key(0) if key is None else key, 3)
+    if labels == "random-fixed":
+        batches = batches._replace(
+            y=jax.random.randint(key_labels, batches.y.shape, 0, k, batches.y.dtype))
+    return Data(batches, test, k, key_steps, key_sharp)
+
+
+class _Placement:
+    """A 1-D mesh of ``devices``: a batch's points padded to a multiple of its width and sharded
+    over it, the data replicated (plain device arrays on one device)."""
+
+    def __init__(self, devices: Any) -> None:
+        self.mesh = sharding.points_mesh(devices)
+        self.width = self.mesh.devices.size
+
+    def points(self, tree: Any) -> Any:
+        padded = sharding.pad_points(jax.device_get(tree), self.width)[0]
+        return sharding.shard_points(padded, self.mesh) if self.width > 1 else jax.device_put(padded)
+
+    def shared(self, tree: Any) -> Any:
+        return sharding.replicate(tree, self.mesh) if self.width > 1 and tree is not None else tree
+
+
+class _Batch(NamedTuple):
+    params: Any  # (G, ...) final parameters
+    history: list[dict[str, np.ndarray]]  # one row per log: field -> (G,), NaN where not logged
+    logged: list[np.ndarray]  # per log: (G,) bool, the point was measured there
+    diverged_at: np.ndarray  # (G,), -1: did not diverge
+
+
+class _Sharpness:
+    """Each run's last sharpness eigenvector, the warm start of its next estimate."""
+
+    def __init__(self, num: int, dim: int, dtype: Any) -> None:
+        self.vectors, self.has_vector = np.zeros((num, dim), dtype), np.zeros(num, bool)
+
+    def measure(self, s: Settings, data: Data, params: Any, current: curvature.Batches,
+                temps: np.ndarray, step: int, row: dict[str, np.ndarray], runs: np.ndarray) -> None:
+        """Sharpness of each of ``runs`` (λ, true residual, Hessian-vector products) into ``row``."""
+        for f in SHARPNESS_FIELDS:
+            row[f] = np.full(len(temps), np.nan)
+        dtype = curvature.params_dtype(params)
+        for i in runs:
+            point = jax.tree_util.tree_map(lambda a, i=i: a[i], params)
+            lam, residual, vector, matvecs = sharpness_of(  # warm: the previous log's vector
+                s.apply_fn, point, current, jnp.asarray(temps[i], dtype),
+                num_iters=s.sharpness_iters, v0=self.vectors[i] if self.has_vector[i] else None,
+                key=jax.random.fold_in(data.key_sharpness, step), tol=s.sharpness_tol)
+            row["sharpness"][i], row["sharpness_residual"][i] = lam, residual
+            row["sharpness_matvecs"][i] = matvecs
+            self.vectors[i], self.has_vector[i] = np.asarray(vector), True
+
+
+def _log_row(s: Settings, data: Data, carry: Any, p0: Any, temps_dev: Any, test: Any,
+             num: int, step: int) -> tuple[dict[str, np.ndarray], curvature.Batches]:
+    """The metrics of one log at ``carry``'s parameters (labels as trained on at ``step``), the
+    test accuracy; and the batches of that step."""
+    current = data.batches._replace(
+        y=labels_at(s.labels, data.batches.y, data.key_steps, jnp.int32(step), data.num_classes))
+    row = {f: np.asarray(v, np.float64)[:num] for f, v in jax.device_get(
+        grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev, s.uso)).items()}
+    row["test_accuracy"] = (np.asarray(grid_accuracy(s.apply_fn, carry[0], test), np.float64)[:num]
+                            if test is not None else np.full(num, np.nan))
+    return row, current
+
+
+def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.ndarray, *,
+               devices: Any = None, checkpoint_dir: str | os.PathLike | None = None,
+               on_log: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
+               ) -> _Batch:
+    """G runs vmapped over the leading axis of ``params0`` / ``lr`` / ``temps`` (sharded over
+    ``devices`` when there are several), resumed from ``checkpoint_dir`` when it holds a
+    checkpoint of these runs and checkpointed there at every log. A run whose loss or update is
+    not finite (in a step, or at a log: :data:`DIVERGENCE_FIELDS`) is frozen and flagged."""
+    num = len(lr)
+    dtype = curvature.params_dtype(params0)
+    opt = make_optimizer(s.optimizer)
+    place = _Placement(devices)
+    batches, test = place.shared(data.batches), place.shared(data.test)
+    p0, temps_dev = place.points(params0), place.points(jnp.asarray(temps, dtype))
+    state = jax.vmap(lambda p, r: init_optimizer(s.optimizer, p, r))(params0, jnp.asarray(lr, dtype))
+    carry = (params0, state, np.full((num,), -1, np.int32))
+    sharp = _Sharpness(num, curvature.num_params(jax.tree_util.tree_map(lambda a: a[0], params0)),
+                       dtype)
+    history: list[dict[str, np.ndarray]] = []
+    logged: list[np.ndarray] = []
+    step, manager = 0, None
+    if checkpoint_dir is not None:
+        manager = checkpoints.manager(checkpoint_dir)
+        fingerprint = checkpoints.fingerprint(s, params0, lr, temps)
+        restored = checkpoints.restore(manager, carry, sharp.vectors, fingerprint, checkpoint_dir,
+                                       HISTORY_FIELDS)
+        if restored is not None:
+            step, carry, history, logged, sharp.vectors, sharp.has_vector = restored
+    carry = place.points(carry)
+    done = bool(history) and (step == s.steps or not logged[-1].any())
+    for target in ([] if done else [t for t in s.log_steps if t > step or not history]):
+        if target > step:
+            carry = run_block(s.driver, s.apply_fn, opt, s.labels, s.uso, data.num_classes, True,
+                              target - step, carry, step, batches, temps_dev, data.key_steps)
+            step = target
+        diverged = np.asarray(carry[2])[:num]
+        row, current = _log_row(s, data._replace(batches=batches), carry, p0, temps_dev, test,
+                                num, step)
+        stopped = (diverged >= 0) | ~np.all([np.isfinite(row[f]) for f in DIVERGENCE_FIELDS], axis=0)
+        sharp.measure(s, data, carry[0], current, temps, step, row,
+                      np.flatnonzero(~stopped if s.sharpness else []))
+        late = (diverged < 0) & stopped  # a run stopped by a log: flagged at this step
+        if late.any():
+            flags = np.asarray(carry[2]).copy()
+            flags[:num] = np.where(late, step, diverged)
+            carry = (carry[0], carry[1], place.points(flags[:num]))
+        for f in row:
+            row[f] = np.where(stopped, np.nan, row[f])
+        row["step"] = np.full(num, float(step))
+        history.append(row)
+        logged.append(~stopped)
+        if on_log is not None:
+            on_log(step, row, ~stopped)
+        if manager is not None:
+            host = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
+            checkpoints.save(manager, step, host, history, logged, sharp.vectors, sharp.has_vector,
+                             fingerprint, HISTORY_FIELDS)
+        if stopped.all():
+            break
+    final = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
+    return _Batch(jax.tree_util.tree_map(jnp.asarray, final[0]), history, logged, final[2])
+
+
+def train(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    lr: float,
+    steps: int,
+    log_every: int = 100,
+    x_test: jax.Array | None = None,
+    y_test: jax.Array | None = None,
+    optimizer: str = "gd",
+    temperature: float = 1.0,
+    labels: str = "true",
+    uso: bool = False,
+    sharpness: bool = True,
+    key: jax.Array | None = None,
+    sharpness_iters: int = 20,
+    sharpness_tol: float = 1e-3,
+    chunk_size: int | None = None,
+    driver: str = "auto",
+    checkpoint_dir: str | os.PathLike | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``params`` for ``steps`` full-batch steps; log every ``log_every`` steps (and at 0 and
+    at the end). See the module docstring; ``history["test_accuracy"]`` is NaN without a test
+    set and ``history["sharpness"]`` NaN with ``sharpness=False`` (not measured, never a value).
+    Sharpness: Lanczos from a Gaussian vector at step 0, later from the previous log's
+    eigenvector, each stopped as soon as the Lanczos residual estimate is ≤ ``sharpness_tol``·|λ|
+    (at most ``sharpness_iters`` steps; :func:`sharpness_of`); ``history["sharpness_residual"]``
+    is the true ‖Hv − λv‖ and ``history["sharpness_matvecs"]`` the Hessian-vector products spent.
+    ``driver``: ``"scan"`` (one ``lax.scan`` per block), ``"host"`` (a Python loop over one jitted
+    step, for convolutional models on CPU) or ``"auto"`` (host for a convolutional model on CPU,
+    else scan: :func:`auto_driver`).
+    ``checkpoint_dir``: the state (parameters, optimizer state, step, history so far, the
+    sharpness eigenvector) is saved there at every log (orbax, atomically); a run started on a
+    directory holding a checkpoint of the same run resumes from it and ends with exactly the
+    history of an uninterrupted run (one of another run is refused). ``on_log(step, row)`` is
+    called with each logged row (field -> float) as it is measured.
+
+    ``uso=True``: the uniform-softmax-output model of App. E — every update combines the logit
+    gradients with p_k = 1/K − 1{y = k} whatever the model predicts (:func:`update_direction`);
+    by Eq. (3) an α-scaled network whose softmax is uniform, trained at
+    :func:`effective_lr` ``(lr0, α, L)``, follows exactly α times this path from the same θ0
+    (tested). The logged gradient metrics are then of the USO update; the loss, accuracies and
+    sharpness are the true ones.
+
+    One run is a grid of one point (:func:`train_grid`): the same compiled programs."""
+    stacked = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], params)
+    grid = train_grid(apply_fn, stacked, x, y, lr=[lr], steps=steps, log_every=log_every,
+                      x_test=x_test, y_test=y_test, optimizer=optimizer, temperature=temperature,
+                      labels=labels, uso=uso, sharpness=sharpness, key=key,
+                      sharpness_iters=sharpness_iters,
+                      sharpness_tol=sharpness_tol,
+                      chunk_size=chunk_size, driver=driver, devices=jax.local_devices()[:1],
+                      checkpoint_dir=checkpoint_dir,
+                      on_log=None if on_log is None else _single_row(on_log))
+    kept = np.isfinite(grid.history["loss"][0])
+    history = {f: grid.history[f][0][kept] for f in HISTORY_FIELDS}
+    history["step"] = history["step"].astype(np.int64)
+    params_out = jax.tree_util.tree_map(lambda a: a[0], grid.params)
+    diverged = int(grid.diverged_at[0])
+    return TrainResult(params_out, history, None if diverged < 0 else diverged)
+
+
+def _single_row(on_log: Callable[[int, dict[str, float]], None]) -> Callable:
+    def call(step: int, row: dict[str, np.ndarray], logged: np.ndarray) -> None:
+        if logged[0]:
+            on_log(step, {f: float(v[0]) for f, v in row.items()})
+
+    return call
+
+
+def train_grid(
+    apply_fn: Callable,
+    params: Any,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    lr: jax.Array,
+    steps: int,
+    log_every: int = 100,
+    x_test: jax.Array | None = None,
+    y_test: jax.Array | None = None,
+    optimizer: str = "gd",
+    temperature: float | jax.Array = 1.0,
+    labels: str = "true",
+    uso: bool = False,
+    sharpness: bool = True,
+    key: jax.Array | None = None,
+    sharpness_iters: int = 20,
+    sharpness_tol: float = 1e-3,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    driver: str = "auto",
+    devices: Any = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    on_log: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
+) -> GridResult:
+    """G runs of :func:`train` at once: ``params`` with a leading axis G (e.g. α·θ0(seed) for each
+    (α, lr0, seed) point), ``lr`` (G,) and ``temperature`` scalar or (G,); the same data and
+    labels for all. The updates are one program ``jax.vmap``-ped over the points, ``batch_size``
+    points at a time (all by default) to bound memory; a run that diverges is frozen and flagged
+    while the others go on. Sharpness (as in :func:`train`) is estimated point by point at each
+    log. Results equal :func:`train` run point by point (tested).
+
+    ``devices`` (default: all local devices): the points of a batch are sharded over them (a 1-D
+    mesh, :mod:`gzone.sharding`; a batch is padded to a multiple of their number). A grid split
+    over processes gives each process its slice (:func:`gzone.sharding.process_points`).
+    ``checkpoint_dir``: each batch checkpoints into ``<checkpoint_dir>/batch-<first point>`` at
+    every log and resumes from there (see :func:`train`). ``on_log(step, row, logged)`` is called
+    at each log of each batch with the row (field -> (batch,) array) and which points were measured
+    (before that log's checkpoint is saved)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    num_points = int(leaves[0].shape[0])
+    lr = np.broadcast_to(np.asarray(lr, np.float64), (num_points,))
+    for value in lr:
+        _check(float(value), steps, log_every, optimizer, labels, key, driver)
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    point0 = jax.tree_util.tree_map(lambda a: a[0], params)
+    if driver == "auto":
+        driver = auto_driver(apply_fn, point0, x[:1])
+    dtype = curvature.params_dtype(params)
+    data = prepare_data(apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
+    temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))
+    settings = Settings(apply_fn, optimizer, labels, bool(uso), driver, steps, log_every,
+                         sharpness, sharpness_iters, sharpness_tol, key)
+    size = num_points if batch_size is None else min(batch_size, num_points)
+    outputs = []
+    for lo in range(0, num_points, size):
+        hi = min(lo + size, num_points)
+        directory = None if checkpoint_dir is None else os.path.join(checkpoint_dir, f"batch-{lo:06d}")
+        outputs.append(_run_batch(
+            settings, data, jax.tree_util.tree_map(lambda a, lo=lo, hi=hi: jnp.asarray(a[lo:hi], dtype), params),
+            lr[lo:hi], temperatures[lo:hi], devices=devices, checkpoint_dir=directory,
+            on_log=on_log))
+    params_out = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[o.params for o in outputs])
+    width = max(len(o.history) for o in outputs)
+
+    def column(o: _Batch, f: str) -> np.ndarray:  # (batch, width); logs a batch never reached: NaN
+        rows = np.stack([r[f] for r in o.history], axis=1)
+        return np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=np.nan)
+
+    history = {f: np.concatenate([column(o, f) for o in outputs]) for f in HISTORY_FIELDS}
+    history["step"] = np.where(np.isfinite(history["step"]), history["step"], -1).astype(np.int64)
+    return GridResult(params_out, history, np.concatenate([o.diverged_at for o in outputs]))
