@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Initialisations per second of the Fig. 6 computation: ``jax.vmap`` over seeds vs a Python loop.
 
-Per initialisation (``gzone.experiments.many_inits``): Kaiming θ0 and an orthonormal (P, d) basis,
+Per initialisation (the study ``icml/many-inits``, ``gzone.studies.icml.many_inits``): Kaiming θ0 and an orthonormal (P, d) basis,
 the projected Hessian and G-term on N images (one forward-over-reverse pass with d tangents per
 chunk of samples), their positive curvature, the full-space gradient norm, the loss, the mean
 softmax entropy and ‖Q̂ − Q‖. The model is LeNet-5 on N CIFAR-10-shaped N(0, 1) images.
 
-    python benchmarks/bench_many_inits.py --quick      # N = 128, d = 10, 4 seeds (about a minute on 2 cores)
-    python benchmarks/bench_many_inits.py              # N = 3,000, d = 50, 8 seeds (the paper's Fig. 6 size)
-    python benchmarks/bench_many_inits.py --seeds 2 --repeats 1   # that size on a 2-core CPU (~10 min)
+    python benchmarks/bench_inside.py --quick      # N = 128, d = 10, 4 seeds (about a minute on 2 cores)
+    python benchmarks/bench_inside.py              # N = 3,000, d = 50, 8 seeds (the paper's Fig. 6 size)
+    python benchmarks/bench_inside.py --seeds 2 --repeats 1   # that size on a 2-core CPU (~10 min)
 
 Reports compile times apart (first call minus the median run), then the median of ``--repeats`` timed runs
 of each variant, and the largest relative difference between the two variants' statistics.
@@ -26,7 +26,8 @@ import time
 import jax
 import numpy as np
 
-from gzone.experiments import base, many_inits  # the Fig. 6 study and its base
+from gzone.engine.setup import load_data, make_setup
+from gzone.studies.icml import many_inits  # the Fig. 6 study
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,13 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     dim = args.dim or (10 if args.quick else 50)
     seeds = args.seeds or (4 if args.quick else 8)
     shape = (28, 28, 1) if args.model == "lenet300" else (32, 32, 3)
-    config = many_inits.Fig6Config(model=args.model, dataset="gaussian", n_samples=n, dim=dim,
+    config = many_inits.Config(model=args.model, dataset="gaussian", n_samples=n, dim=dim,
                                n_inits=seeds, seeds_per_chunk=seeds)
-    setup = base.make_setup(config, base.load_data("gaussian", "train", n, data_dir=None,
-                                                       shape=shape))
-    vconfig = dataclasses.replace(config, chunk_size=many_inits.fig6_chunk_size(setup, config))
+    setup = make_setup(config, load_data("gaussian", "train", n, data_dir=None, shape=shape))
+    vconfig = dataclasses.replace(config, chunk_size=many_inits.chunk_size_for(setup, config))
     one = dataclasses.replace(config, seeds_per_chunk=1)
-    lconfig = dataclasses.replace(one, chunk_size=many_inits.fig6_chunk_size(setup, one))
+    lconfig = dataclasses.replace(one, chunk_size=many_inits.chunk_size_for(setup, one))
     keys = many_inits.seed_keys(0, seeds)
     print(f"{args.model}: P = {setup.num_params}, N = {n}, d = {dim}, {seeds} seeds; "
           f"device {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs visible; "
