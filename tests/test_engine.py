@@ -7,8 +7,12 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +22,7 @@ from gzone.engine.lifecycle import LOCK_FILE, process_slice
 from gzone.engine.study import batched, point_key, remove_checkpoints
 
 SWEEP = studies.get("icml/alpha-sweep")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_sweep(**changes):
@@ -114,6 +119,31 @@ def test_process_slices_deal_each_kind_round_robin():
     assert [points[i]["i"] for i in slices[0]] == [0, 2, 0, 2, 4]
     assert [points[i]["i"] for i in slices[1]] == [1, 1, 3]
     assert process_slice(points, 0, 1) == list(range(8))
+
+
+@pytest.mark.slow
+def test_two_processes_under_jax_distributed_split_a_study(tmp_path):
+    """The command's multi-host path on one machine: two processes and a coordinator, each runs
+    its slice of every kind of point into its own folder; together they cover the study once."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "gzone", "run", "icml/gradient-prior", "--preset", "tiny",
+               "--n-priors", "6", "--out", str(out), "--no-progress", "--no-plot",
+               "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([*command, str(i)], env=env, stdout=subprocess.PIPE, cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["process-0-of-2", "process-1-of-2"]
+    records = engine.load(out)
+    assert sorted(r["prior"] for r in records if r["kind"] == "prior") == list(range(6))
+    assert [r["kind"] for r in records].count("calibration") == 1
+    mine = [r["prior"] for r in engine.load(out / "process-1-of-2") if r["kind"] == "prior"]
+    assert sorted(mine) == [1, 3, 5]
 
 
 def test_batched_chunks_group_consecutive_points_of_a_kind():

@@ -63,7 +63,7 @@ def runs(tmp_path_factory):
 
 
 def _direct(config, seed: int, dim: int, basis: str | None = None):
-    """θ0, the metric, M R, the flat loss function and its explicit Hessian builder."""
+    """θ0, the metric, M R and the flat loss function (its Hessian: :func:`_hessian`)."""
     setup = fort.setup_for(config, None)
     params, m, plane = fort.seed_state(setup, config, seed, dim, basis)
     flat0, unravel = ravel_pytree(params)
@@ -74,6 +74,16 @@ def _direct(config, seed: int, dim: int, basis: str | None = None):
     return setup, flat0, m, plane, loss
 
 
+def _hessian(loss):
+    """The dense Hessian of ``loss`` (jax.hessian), compiled once per loss function."""
+    if loss not in _HESSIANS:
+        _HESSIANS[loss] = jax.jit(jax.hessian(loss))
+    return _HESSIANS[loss]
+
+
+_HESSIANS: dict = {}
+
+
 def test_radius_records_equal_explicit_projected_hessians(runs):
     config, _, records = runs("radius")
     planes = [r for r in records if r["kind"] == "plane"]
@@ -81,7 +91,7 @@ def test_radius_records_equal_explicit_projected_hessians(runs):
     setup, flat0, m, plane, loss = _direct(config, 0, max(config.dims))
     for r in planes:
         theta = r["radius_factor"] * flat0
-        h = jax.hessian(loss)(theta)
+        h = _hessian(loss)(theta)
         hd = (plane.T @ h @ plane)[: r["dim"], : r["dim"]]
         eigs = np.linalg.eigvalsh(np.asarray(hd))
         assert r["radius"] == pytest.approx(float(jnp.linalg.norm(theta)), rel=1e-12)
@@ -117,7 +127,7 @@ def test_directions_records_equal_direct_measurements(runs):
     vs = directions.unit_directions(stream_key(0, "directions"), config.num_directions, size,
                                     jnp.float64)
     for r in points:
-        a = m[:, None] * jax.hessian(loss)(r["radius_factor"] * flat0) * m[None, :]
+        a = m[:, None] * _hessian(loss)(r["radius_factor"] * flat0) * m[None, :]
         kappa = np.asarray(((vs @ a) * vs).sum(axis=1))
         assert r["positive_directions"] == pytest.approx(np.mean(kappa > 0))
         assert r["direction_mean"] == pytest.approx(kappa.mean(), rel=1e-8)
@@ -156,7 +166,7 @@ def test_stokes_records_are_points_on_their_spheres_with_hutchinson_laplacians(r
         assert r["radius"] == pytest.approx(float(jnp.linalg.norm(theta)), rel=1e-12)
         assert float(jnp.linalg.norm(theta / m)) == pytest.approx(r["rho"], rel=1e-12)
         assert r["loss"] == pytest.approx(float(loss(theta)), rel=1e-10)
-        a = np.asarray(m[:, None] * jax.hessian(loss)(theta) * m[None, :])
+        a = np.asarray(m[:, None] * _hessian(loss)(theta) * m[None, :])
         exact = float(np.trace(a))
         # the Rademacher estimator's exact standard error: √(2 Σ_{i≠j} A_ij² / probes)
         se = math.sqrt(2 * ((a**2).sum() - (np.diag(a) ** 2).sum()) / r["probes"])
@@ -181,7 +191,7 @@ def test_init_selection_records_equal_direct_measurements_and_training(runs):
     setup, flat0, m, plane, loss = _direct(config, 1, config.dim)
     test = fort.load_train_test(config, None)
     x_test, y_test = test.x_test, test.y_test
-    eigs = np.linalg.eigvalsh(np.asarray(plane.T @ jax.hessian(loss)(flat0) @ plane))
+    eigs = np.linalg.eigvalsh(np.asarray(plane.T @ _hessian(loss)(flat0) @ plane))
     assert inits[1]["local_convexity"] == pytest.approx(np.mean(eigs > 0))
     assert inits[1]["positive_curvature"] == pytest.approx(eigs.sum() / np.sqrt((eigs**2).sum()), rel=1e-8)
     params = fort.seed_state(setup, config, 1, 1)[0]

@@ -175,7 +175,7 @@ def test_stokes_holds_for_a_small_network_with_biases():
     def loss(theta):
         return cross_entropy(model.apply(unravel(theta), x), y)
 
-    units = directions.unit_directions(jax.random.key(3), 400, dim, jnp.float64)
+    units = directions.unit_directions(jax.random.key(3), 250, dim, jnp.float64)
     units = jnp.concatenate([units, -units])  # antithetic: the gradient term cancels exactly
     laplacian = jax.jit(jax.vmap(lambda t: jnp.trace(jax.hessian(loss)(t))))
     radii = np.geomspace(1.0, 4.0, 7)

@@ -1,14 +1,10 @@
 """The Sec. 5 training studies (icml/trainability, icml/curves, icml/random-labels) against
 direct training runs and the curvature engine: records, resume after an interruption mid-batch,
-process slices (in one process and under jax.distributed), one-line refusals."""
+process slices, one-line refusals. (Several processes under jax.distributed: test_engine.py.)"""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -128,26 +124,6 @@ def test_process_slices_merge_into_the_whole_grid(tiny, tmp_path):
         engine.run(STUDY, run.config, tmp_path, process_index=index, process_count=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["process-0-of-2", "process-1-of-2"]
     _same(engine.load(tmp_path), run.records, values=False)
-
-
-@pytest.mark.slow
-def test_two_processes_under_jax_distributed_split_the_grid(tiny, tmp_path):
-    """The command's multi-host path on one machine: two processes and a coordinator."""
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "grid"
-    command = [sys.executable, "-m", "gzone", "run", "icml/trainability", "--preset", "tiny",
-               "--out", str(out), "--no-progress", "--no-plot", "--coordinator",
-               f"localhost:{port}", "--num-processes", "2", "--process-id"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = [subprocess.Popen([*command, str(i)], env=env, stdout=subprocess.PIPE, cwd=ROOT,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["process-0-of-2", "process-1-of-2"]
-    _same(engine.load(out), tiny("icml/trainability").records, values=False)
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -66,7 +66,7 @@ class Config(common.NetworkConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"widths": (32, 16), "n_samples": 200, "seeds": 1, "n_test": 100, "hs_dims": (5, 20),
+    "tiny": {"widths": (32, 16), "n_samples": 200, "seeds": 1, "n_test": 100, "hs_dims": (10,),
              "hs_radii": (0.3, 1.0, 3.0), "hs_epochs": 2, "hs_batch": 50},
     "default": {},
     "cpu": {**common.MNIST, "n_samples": 2000, "n_test": 1000, "seeds": 2,
