@@ -38,7 +38,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 
 class DirectionMoments(NamedTuple):
@@ -76,6 +75,7 @@ def principal_variance(trace: float, frobenius_sq: float, dim: int) -> float:
 
 def positive_direction_fraction(moments: DirectionMoments) -> float:
     """P(vᵀHv > 0) in the Gaussian approximation Φ(E κ / √Var κ) (large D)."""
+    import scipy.stats  # here, not at the top: scipy takes ~1 s to import
     if moments.variance <= 0:
         return float(moments.mean > 0)
     return float(scipy.stats.norm.cdf(moments.mean / math.sqrt(moments.variance)))

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 from jax.flatten_util import ravel_pytree
 
 
@@ -85,6 +84,7 @@ class PowerLaw(NamedTuple):
 def power_law_exponent(radii: Any, values: Any, *, r_min: float) -> PowerLaw:
     """Fit log ℓ = log c + k log r on the points with r ≥ ``r_min`` (Sec. 2.5: k ≈ L above the
     critical radius); needs three or more such points with ℓ > 0."""
+    import scipy.stats  # here, not at the top: scipy takes ~1 s to import
     radii, values = _grid(radii, values)
     keep = (radii >= r_min) & (values > 0) & np.isfinite(values)
     if keep.sum() < 3:

@@ -4,7 +4,7 @@ science tests and the notebooks), and JAX's persistent compilation cache in ``.p
 workers, the subprocesses and notebook kernels the tests start — they inherit the environment —
 and by later runs), so that a program compiled by one test is loaded, not recompiled, by the
 next. Compile counts are unaffected: ``jax.log_compiles`` reports cache hits as compilations.
-XLA:CPU compiles at LLVM -O0 unless GZONE_TEST_FULL_OPT=1 (see below).
+XLA:CPU compiles the cheap way unless GZONE_TEST_FULL_OPT=1 (see below).
 
 ``jax_enable_x64`` only makes float64 *available*; tests that exercise float32 code pass float32
 arrays explicitly, and the library takes its dtype from its inputs.
@@ -22,14 +22,40 @@ for _name, _value in (("JAX_COMPILATION_CACHE_DIR", str(_CACHE)),
                       ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
                       ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")):
     os.environ.setdefault(_name, _value)
-# XLA:CPU's LLVM back end at -O0 (HLO optimisations, fusion included, are unchanged): the suite's
-# programs are tiny and compile-bound, and -O0 compiles them about a third faster. Set
-# GZONE_TEST_FULL_OPT=1 to test at the default level; the miscompile guards of test_curvature.py
-# also run that way, in a subprocess (test_miscompile_guards_hold_at_full_optimisation).
-FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
-if os.environ.get("GZONE_TEST_FULL_OPT") != "1" and "xla_backend_optimization_level" not in \
-        os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
+# XLA:CPU's compile options in the suite: its programs are tiny and compile-bound, so it compiles
+# them the cheap way — LLVM at -O0 (about a third faster to compile) and the legacy LLVM-IR
+# fusion emitters instead of the MLIR ones (a further third); HLO optimisations are unchanged.
+# GZONE_TEST_FULL_OPT=1 tests with XLA's defaults instead. The miscompile guards of
+# test_curvature.py and the dense references compile with FULL_OPT, XLA's defaults, per program.
+#: flag -> (the suite's value, XLA's default), each set through XLA_FLAGS when this jaxlib knows it
+FAST_COMPILE = {"xla_backend_optimization_level": ("0", 3),
+                "xla_cpu_use_fusion_emitters": ("false", True)}
+
+
+def _xla_knows(flags: str) -> bool:
+    """Whether this jaxlib accepts ``flags`` (XLA aborts a process on an unknown flag): checked
+    in a subprocess, once per suite (the xdist workers inherit the result in XLA_FLAGS)."""
+    import subprocess
+    import sys
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-c", "import jax.numpy as j; j.zeros(1).block_until_ready()"],
+                          env=env, capture_output=True, timeout=300).returncode == 0
+
+
+_flags = os.environ.get("XLA_FLAGS", "")
+if os.environ.get("GZONE_TEST_FULL_OPT") != "1" and not any(f in _flags for f in FAST_COMPILE):
+    _fast = " ".join(f"--{f}={v}" for f, (v, _) in FAST_COMPILE.items())
+    if not _xla_knows(f"{_flags} {_fast}"):  # a jaxlib without the emitter switch: -O0 alone
+        _fast = f"--xla_backend_optimization_level={FAST_COMPILE['xla_backend_optimization_level'][0]}"
+    os.environ["XLA_FLAGS"] = f"{_flags} {_fast}".strip()
+
+#: compiler options restoring XLA's defaults for one program, ``jax.jit(f, compiler_options=
+#: FULL_OPT)``: the miscompile guards
+FULL_OPT = {f: default for f, (_, default) in FAST_COMPILE.items()
+            if f"--{f}=" in os.environ.get("XLA_FLAGS", "")}
+#: compiler options of the suite's dense references (jax.hessian, explicit Jacobians), which run
+#: longer at -O0 than they take to compile: LLVM optimised, the suite's emitters
+FAST_RUN = {"xla_backend_optimization_level": 3}
 
 import jax  # noqa: E402  (after the environment it reads)
 import pytest  # noqa: E402

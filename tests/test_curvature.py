@@ -8,16 +8,13 @@ from explicit second derivatives of the logits (Eq. 4).
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE_FLAG
+from conftest import FAST_RUN, FULL_OPT
 from jax.flatten_util import ravel_pytree
 
 from gzone import curvature, metrics, models, objective, subspace
@@ -54,7 +51,7 @@ def tiny_problem(kind: str, dtype=jnp.float64, n: int = 11, seed: int = 0):
     return model, params, x, y
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_RUN)
 def dense_terms(model, params, x, y, temperature):
     """(H, G-term, H-term) as dense P×P matrices, each from its own definition (Eq. 4)."""
     flat, unravel = ravel_pytree(params)
@@ -72,6 +69,13 @@ def dense_terms(model, params, x, y, temperature):
     return hessian, gterm, hterm
 
 
+@functools.cache
+def tiny_dense_terms(kind: str, temperature: float):
+    """:func:`dense_terms` of ``tiny_problem(kind)``, computed once per process."""
+    model, params, x, y = tiny_problem(kind)
+    return dense_terms(model, params, x, y, temperature)
+
+
 def rel_err(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
@@ -85,7 +89,7 @@ def test_projected_matches_dense_reference(kind, input_layer, chunk_size):
     dense references; ``"auto"`` must pick the MLP's declared input layer."""
     model, params, x, y = tiny_problem(kind)
     temperature = 0.7
-    hessian, gterm, hterm = dense_terms(model, params, x, y, temperature)
+    hessian, gterm, hterm = tiny_dense_terms(kind, temperature)
     assert rel_err(gterm + hterm, hessian) < 1e-12  # Eq. (4) holds for the references themselves
     expected = {"auto": "dense0"}.get(input_layer, input_layer)
     assert curvature.resolve_input_layer(model.apply, params, x, input_layer) == expected
@@ -108,10 +112,10 @@ def test_projected_matches_dense_reference(kind, input_layer, chunk_size):
 @pytest.mark.parametrize("term", ["hessian", "gterm", "hterm"])
 def test_operators_match_dense_reference(kind, term):
     model, params, x, y = tiny_problem(kind)
-    dense = dict(zip(["hessian", "gterm", "hterm"], dense_terms(model, params, x, y, 1.3)))[term]
+    dense = dict(zip(["hessian", "gterm", "hterm"], tiny_dense_terms(kind, 0.7)))[term]
     v = jax.random.normal(jax.random.key(9), (dense.shape[0],), jnp.float64)
     for chunk_size in (None, 3):
-        matvec = curvature.OPERATORS[term](model.apply, params, x, y, 1.3, chunk_size=chunk_size)
+        matvec = curvature.OPERATORS[term](model.apply, params, x, y, 0.7, chunk_size=chunk_size)
         assert rel_err(matvec(v), dense @ v) < RTOL64
 
 
@@ -203,7 +207,7 @@ def scaled_problem():
     return model, params, x, y, basis
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_RUN)
 def _eq5_star_terms(model, params, x, y, alpha, temperature):
     """G_*(p') and H_*(p') of Eq. (5) as dense P×P matrices: the unscaled model's Jacobian and
     logit Hessians, combined with the softmax p' of the α-scaled model at temperature T (one
@@ -302,7 +306,19 @@ def test_projected_vmaps_over_seeds():
         np.testing.assert_allclose(batched.hessian[i], single.hessian, rtol=1e-10, atol=1e-14)
 
 
-def test_float32_gterm_stays_accurate_when_softmax_saturates():
+def _full_opt(fun, options):
+    """``fun`` as the suite compiles it (``options`` None: the library's own jits at -O0), or
+    wrapped in one jit compiled with ``options`` (XLA_FLAGS overridden for that program)."""
+    return fun if options is None else jax.jit(fun, compiler_options=options)
+
+
+#: the suite compiles the cheap way (conftest); the guards against XLA:CPU miscompiling the centred
+#: G-term (jax-ml/jax#39103) also run with the XLA defaults users get
+OPTIMISATION = pytest.mark.parametrize("options", [None, FULL_OPT], ids=["suite", "full-opt"])
+
+
+@OPTIMISATION
+def test_float32_gterm_stays_accurate_when_softmax_saturates(options):
     """At α = 30 softmax is one-hot for all but a few samples and logits reach 2e5. float32 must
     agree with float64 (centred M; shapes large enough to have exposed the jaxlib 0.10.2 CPU
     miscompilation, which returned a G-term of norm 1e7 where it is ~1). The tolerance is the
@@ -313,39 +329,27 @@ def test_float32_gterm_stays_accurate_when_softmax_saturates():
     y = jax.random.randint(jax.random.key(1), (1000,), 0, 10)
     params64 = models.scale(models.init(model, jax.random.key(2), (16,), dtype=jnp.float64), 30.0)
     basis64 = subspace.orthonormal_basis(jax.random.key(3), 16 * 64 + 64 * 32 + 320, 50, jnp.float64)
+    projected = _full_opt(lambda p, b, x: curvature.projected(model.apply, p, b, x, y), options)
     out = {}
     for dtype in (jnp.float32, jnp.float64):
         params = jax.tree_util.tree_map(lambda a, dt=dtype: a.astype(dt), params64)
-        out[dtype] = curvature.projected(
-            model.apply, params, basis64.astype(dtype), x64.astype(dtype), y
-        )
+        out[dtype] = projected(params, basis64.astype(dtype), x64.astype(dtype))
     for term in ("gterm", "hterm", "hessian"):
         ref = getattr(out[jnp.float64], term)
         got = getattr(out[jnp.float32], term)
         assert float(jnp.linalg.norm(got - ref)) <= 3e-2 * float(jnp.linalg.norm(ref))
 
 
-def test_miscompile_guards_hold_at_full_optimisation():
-    """The suite compiles at LLVM -O0 (conftest); the guards against XLA:CPU miscompiling the
-    centred G-term (jax-ml/jax#39103) must also hold at the default optimisation level users get."""
-    env = {**os.environ, "GZONE_TEST_FULL_OPT": "1",
-           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_FLAG, "").strip()}
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
-         f"{__file__}::test_centring_is_compiled_correctly",
-         f"{__file__}::test_float32_gterm_stays_accurate_when_softmax_saturates"],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0 and "2 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
-
-
-def test_centring_is_compiled_correctly():
+@OPTIMISATION
+def test_centring_is_compiled_correctly(options):
     """Guard against XLA CPU miscompiling the centred form (jax-ml/jax#39103 in jaxlib 0.10.2)."""
     rng = np.random.default_rng(0)
     u = jnp.asarray(rng.standard_normal((50, 1000, 10)), jnp.float32)
     p = jax.nn.one_hot(rng.integers(0, 10, 1000), 10, dtype=jnp.float32)
     eager = np.asarray(u) - np.einsum("nk,ank->an", np.asarray(p), np.asarray(u))[..., None]
-    np.testing.assert_allclose(jax.jit(objective.centre)(p, u), eager, atol=1e-6)
-    quad = jax.jit(objective.centred_quadratic_form)(p, u, u)
+    np.testing.assert_allclose(jax.jit(objective.centre, compiler_options=options)(p, u), eager,
+                               atol=1e-6)
+    quad = jax.jit(objective.centred_quadratic_form, compiler_options=options)(p, u, u)
     np.testing.assert_allclose(quad, 0.0, atol=1e-6)
 
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FAST_RUN
 
 from gzone import directions, models, radial, subspace
 from gzone.objective import cross_entropy
@@ -177,12 +178,14 @@ def test_stokes_holds_for_a_small_network_with_biases():
 
     units = directions.unit_directions(jax.random.key(3), 250, dim, jnp.float64)
     units = jnp.concatenate([units, -units])  # antithetic: the gradient term cancels exactly
-    laplacian = jax.jit(jax.vmap(lambda t: jnp.trace(jax.hessian(loss)(t))))
+    laplacian = jax.jit(jax.vmap(lambda t: jnp.trace(jax.hessian(loss)(t))),
+                        compiler_options=FAST_RUN)
+    losses = jax.jit(jax.vmap(loss), compiler_options=FAST_RUN)
     radii = np.geomspace(1.0, 4.0, 7)
     mean_loss, mean_lap, stderr = [], [], []
     for rho in radii:
         points = rho * units
-        mean_loss.append(float(jnp.mean(jax.vmap(loss)(points))))
+        mean_loss.append(float(jnp.mean(losses(points))))
         lap = np.asarray(laplacian(points))
         mean_lap.append(lap.mean())
         stderr.append(lap.std() / math.sqrt(len(lap)))

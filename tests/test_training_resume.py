@@ -112,7 +112,9 @@ def test_killed_sharded_grid_resumes_to_the_single_device_history(tmp_path, unin
     # one pair of subprocesses checks both: the grid sharded over 4 host devices (batches of 3
     # and 2 points, padded to 4), SIGKILLed at its step-4 log (before that checkpoint), resumed
     # on 4 devices, equals the uninterrupted single-device grid of this process
-    ckpt, devices = tmp_path / "ckpt", "--xla_force_host_platform_device_count=4"
+    # (the suite's XLA flags kept: the same compile options, so the compilation cache is shared)
+    ckpt = tmp_path / "ckpt"
+    devices = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
     killed = _run(tmp_path, "killed", BATCH="3", CKPT=str(ckpt), KILL_AT="4", XLA_FLAGS=devices)
     assert killed.returncode != 0 and not (tmp_path / "killed.json").exists()
     assert sorted(p.name for p in ckpt.iterdir()) == ["batch-000000"]  # killed in the first batch

@@ -9,7 +9,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.stats
 
 from gzone import metrics
 
@@ -35,6 +34,7 @@ def mean_entropy(p: jax.Array) -> float:
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman rank correlation over the pairs where both are finite; NaN with fewer than 3
     such pairs or a constant side."""
+    import scipy.stats  # here, not at the top: scipy takes ~1 s to import
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:

@@ -26,7 +26,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
 from gzone import curvature, subspace, training
 from gzone.engine import FORT, ConfigError, Study
@@ -136,6 +135,7 @@ def measure(ctx, chunk):
 def selection_summary(records: list[dict[str, Any]], quantile: float = 0.25) -> dict[str, Any]:
     """Per measure: Spearman ρ with the steps to target and the one-sided Mann–Whitney U p-value of
     favourable- vs unfavourable-quantile draws (module docstring); plus the draws used."""
+    import scipy.stats  # here, not at the top: scipy takes ~1 s to import
     inits = {r["seed"]: r for r in records if r.get("kind") == "init"}
     trained = {r["seed"]: r for r in records if r.get("kind") == "trained"}
     seeds = sorted(set(inits) & set(trained))

@@ -28,7 +28,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.special
 
 from gzone import curvature, lanczos, models, subspace
 from gzone.engine import ICML, Study
@@ -129,6 +128,7 @@ def dense_input_layer(setup: Setup, config: Config) -> str:
 def softmax_uncertainty(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample entropy and t = Tr(diag p − ppᵀ) = 1 − ‖p‖², float64 and cancellation-free
     (1 − p_max is summed from the other entries), for logits (..., K)."""
+    import scipy.special  # here, not at the top: scipy takes ~1 s to import
     log_p = scipy.special.log_softmax(np.asarray(logits, np.float64), axis=-1)
     p = np.exp(log_p)
     entropy = -np.sum(np.where(p > 0, p * log_p, 0.0), axis=-1)
