@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -259,8 +260,9 @@ def _find_and_read(name: str, split: str, data_dir) -> tuple[np.ndarray, np.ndar
             if all(p.is_file() for p in paths):
                 for path, file in zip(paths, files):
                     _verify_checksum(path, file)
-                x, y = reader(paths)
-                _check_shape(paths[0], x, SPECS[name].shape)
+                x, y, caught = _read_files(name, reader, tuple(_file_stamp(p) for p in paths))
+                for warning in caught:  # on every load, as if read again
+                    warnings.warn(warning.message, warning.category, stacklevel=3)
                 return x, y
     try:
         found = _load_tfds(name, split)
@@ -271,6 +273,28 @@ def _find_and_read(name: str, split: str, data_dir) -> tuple[np.ndarray, np.ndar
     if found is None:
         raise DataNotFoundError(_not_found(name, split, places, "not installed"))
     return found
+
+
+def _file_stamp(path: Path) -> tuple[str, int, int]:
+    """(absolute path, size, mtime_ns): a file's identity for :func:`_read_files`."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=4)
+def _read_files(name: str, reader: _Reader, stamps: tuple[tuple[str, int, int], ...]
+                ) -> tuple[np.ndarray, np.ndarray, tuple[warnings.WarningMessage, ...]]:
+    """``reader``'s read-only (images, labels) of the files ``stamps`` name and the warnings it
+    gave, decoded once per process while the files keep their size and mtime (a study of
+    several models reads its dataset once: decompressing MNIST takes about 0.25 s)."""
+    paths = [Path(path) for path, _, _ in stamps]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x, y = reader(paths)
+    _check_shape(paths[0], x, SPECS[name].shape)
+    for array in (x, y):
+        array.flags.writeable = False
+    return x, y, tuple(caught)
 
 
 def _not_found(name: str, split: str, places, tfds_status: str) -> str:

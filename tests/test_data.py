@@ -144,6 +144,26 @@ def test_idx_round_trip(tmp_path, name, mean, std):
     np.testing.assert_array_equal(data.load_dataset(name, "test", n=3, data_dir=tmp_path).y, [0, 1, 2])
 
 
+def test_files_are_decoded_once_until_they_change(tmp_path, monkeypatch):
+    """A dataset loaded again (another model of a study) is not decompressed again; a file
+    rewritten since (another size or mtime) is read anew; the cached arrays are read-only."""
+    _write_idx(tmp_path / "mnist", "t10k", X20, Y20)
+    decoded = []
+    monkeypatch.setattr(data, "_gunzip", lambda path, f=data._gunzip: decoded.append(path.name) or f(path))
+    first = data.load_dataset("mnist", "test", data_dir=tmp_path, n=5)
+    again = data.load_dataset("mnist", "test", data_dir=tmp_path)
+    assert len(decoded) == 2 and np.array_equal(again.y[:5], first.y)
+    again.x[0] = 0  # the Dataset holds its own arrays
+    cached = data._read_files("mnist", data._read_idx_pair, tuple(
+        data._file_stamp(p) for p in sorted((tmp_path / "mnist").iterdir())))
+    assert not cached[0].flags.writeable and cached[0].any()
+    labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(_idx(Y20[::-1], IDX_LABELS)))
+    os.utime(labels, ns=(0, labels.stat().st_mtime_ns + 10**9))  # mtime granularity aside
+    np.testing.assert_array_equal(data.load_dataset("mnist", "test", data_dir=tmp_path).y, Y20[::-1])
+    assert len(decoded) == 4
+
+
 def test_idx_truncated(tmp_path):
     images, _ = _write_idx(tmp_path / "mnist", "train", X20, Y20)
     images.write_bytes(gzip.compress(_idx(X20, IDX_IMAGES)[:1234]))

@@ -19,9 +19,9 @@ def test_readme_library_snippet_runs(data_dir, monkeypatch, capsys):
     monkeypatch.setenv("GZONE_DATA_DIR", str(data_dir))
     blocks = python_blocks(README.read_text())
     assert len(blocks) == 1, "the README has one Python snippet; update this test with it"
-    # as written, on 200 images instead of the snippet's 1000 (the API is what is checked)
+    # as written, on 100 images instead of the snippet's 1000 (the API is what is checked)
     assert 'n=1000)' in blocks[0], "the snippet loads n=1000 images; update this test with it"
-    snippet = blocks[0].replace('n=1000)', 'n=200)')
+    snippet = blocks[0].replace('n=1000)', 'n=100)')
     namespace: dict = {}
     exec(compile(snippet, str(README), "exec"), namespace)  # noqa: S102 - our own README
     result, top = namespace["result"], namespace["top"]
