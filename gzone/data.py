@@ -101,18 +101,12 @@ KNOWN_CHECKSUMS: dict[str, tuple[int, str, str]] = {
         4422102, "sha256", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
     "fashion_mnist/t10k-labels-idx1-ubyte.gz": (
         5148, "sha256", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-    "cifar10/cifar-10-batches-py/data_batch_1": (
-        31035704, "md5", "c99cafc152244af753f735de768cd75f"),
-    "cifar10/cifar-10-batches-py/data_batch_2": (
-        31035320, "md5", "d4bba439e000b95fd0a9bffe97cbabec"),
-    "cifar10/cifar-10-batches-py/data_batch_3": (
-        31035999, "md5", "54ebc095f3ab1f0389bbae665268c751"),
-    "cifar10/cifar-10-batches-py/data_batch_4": (
-        31035696, "md5", "634d18415352ddfa80567beed471001a"),
-    "cifar10/cifar-10-batches-py/data_batch_5": (
-        31035623, "md5", "482c414d41f54cd18b22e5b47cb7c3cb"),
-    "cifar10/cifar-10-batches-py/test_batch": (
-        31035526, "md5", "40351d587109b95175f43aff81a1287e"),
+    "cifar10/cifar-10-batches-py/data_batch_1": (31035704, "md5", "c99cafc152244af753f735de768cd75f"),
+    "cifar10/cifar-10-batches-py/data_batch_2": (31035320, "md5", "d4bba439e000b95fd0a9bffe97cbabec"),
+    "cifar10/cifar-10-batches-py/data_batch_3": (31035999, "md5", "54ebc095f3ab1f0389bbae665268c751"),
+    "cifar10/cifar-10-batches-py/data_batch_4": (31035696, "md5", "634d18415352ddfa80567beed471001a"),
+    "cifar10/cifar-10-batches-py/data_batch_5": (31035623, "md5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+    "cifar10/cifar-10-batches-py/test_batch": (31035526, "md5", "40351d587109b95175f43aff81a1287e"),
     "svhn/train_32x32.mat": (182040794, "md5", "e26dedcc434d2e4c54c9b2d4a06d8373"),
     "svhn/test_32x32.mat": (64275384, "md5", "eb5a983be6a315427106f1b164d9cef3"),
 }
@@ -284,9 +278,8 @@ def _file_stamp(path: Path) -> tuple[str, int, int]:
 @functools.lru_cache(maxsize=4)
 def _read_files(name: str, reader: _Reader, stamps: tuple[tuple[str, int, int], ...]
                 ) -> tuple[np.ndarray, np.ndarray, tuple[warnings.WarningMessage, ...]]:
-    """``reader``'s read-only (images, labels) of the files ``stamps`` name and the warnings it
-    gave, decoded once per process while the files keep their size and mtime (a study of
-    several models reads its dataset once: decompressing MNIST takes about 0.25 s)."""
+    """``reader``'s read-only (images, labels) of the files ``stamps`` name and its warnings,
+    decoded once per process while the files keep their size and mtime (MNIST: 0.25 s)."""
     paths = [Path(path) for path, _, _ in stamps]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

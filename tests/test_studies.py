@@ -75,6 +75,12 @@ def test_no_study_imports_a_sibling_and_no_import_cycles():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 
 
+def test_library_modules_stay_under_600_lines():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "gzone").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, f"split these modules by job: {long}"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_records_schema(name, tiny):
     """Every record names its study and a kind the study writes; a finishing record holds the
