@@ -86,6 +86,8 @@ class Study:
     #: what a gzone 0.1 config.json of this study holds: ``{"match": {field: value}, "rename":
     #: {old field: new field}}`` (:mod:`gzone.engine.migrate`); None: it cannot be migrated
     legacy: Mapping[str, Any] | None = None
+    #: the paper's claims its summary can confirm or refute (:mod:`gzone.engine.claims`)
+    claims: tuple[Any, ...] = ()
     #: the study module's docstring: what it measures and its commands
     doc: str = ""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Study
 from gzone.studies.icml._common import sweep
 
 
@@ -57,4 +57,8 @@ STUDY = Study(
     config=Config, presets=PRESETS, validate=sweep.validate_alpha_grid, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure, finished=sweep.finished,
     unused=sweep.unused, growable=sweep.GROWABLE, kinds=("subspace", "full"), legacy={"match": {"mode": "alpha-grid"}},
+    claims=(Claim("zone", "Eq. (6); Fig. 1 left, Fig. 2",
+                  "Positive curvature of the Hessian peaks at intermediate alpha and vanishes at "
+                  "both ends; ||G||_2 > ||H-term||_2 inside this zone and < at both ends.",
+                  sweep.zone_check("alpha")),),
     doc=__doc__)

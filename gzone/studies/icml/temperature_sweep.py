@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Study
 from gzone.engine.config import check_at_least, check_positive, check_range, field
 from gzone.studies.icml._common import sweep
 
@@ -83,4 +83,8 @@ STUDY = Study(
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure, finished=sweep.finished,
     unused=sweep.unused, growable=sweep.GROWABLE, kinds=("subspace", "full"), legacy={"match": {"mode": "temperature-grid"}},
+    claims=(Claim("zone", "Eq. (5), (6); Fig. 1 right",
+                  "At alpha = 1 a temperature sweep recreates the zone: positive curvature peaks "
+                  "at intermediate T, vanishes at both ends, and coincides with ||G||_2 > ||H-term||_2.",
+                  sweep.zone_check("temperature")),),
     doc=__doc__)

@@ -16,7 +16,7 @@ the seed's ``full-space`` stream, the same for every α, T and term.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -26,6 +26,7 @@ import numpy as np
 from gzone import curvature, fullspace, metrics, models, subspace
 from gzone.data import load_dataset
 from gzone.engine import setup as engine_setup
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Finding, series
 from gzone.engine.config import (
     ModelDataConfig,
     check_at_least,
@@ -266,3 +267,49 @@ def sweep_figure(records: list[Record], x_field: str, *, title: str | None = Non
                                             path_stem=stem))
     return drawn
 
+
+
+#: PC(H) "vanishes" at an end of the grid: at most this fraction of its peak (ICML Fig. 1, 2)
+VANISH_FRACTION = 0.1
+#: the zone: where PC(H) is at least this fraction of its peak
+ZONE_FRACTION = 0.5
+
+
+def zone_check(x_field: str) -> Callable[[list[dict[str, Any]]], Finding]:
+    """The check of the zone claim over ``x_field`` (α or T) on :func:`sweep_rows`: the median
+    positive curvature of H peaks inside the grid and falls to at most ``VANISH_FRACTION`` of its
+    peak at both ends, and ‖G‖₂ > ‖H-term‖₂ (Eq. 6) exactly where it is high — at every x with
+    PC(H) ≥ ``ZONE_FRACTION`` × peak — and < at both ends. Inconclusive when the medians hold but
+    some seed's PC(H) at an end exceeds the vanishing level, or the grid has under 5 points."""
+    expected = (f"PC(H) peaks inside the {x_field} grid, |PC(H)| <= {VANISH_FRACTION} x peak at "
+                f"both ends; ||G||_2 > ||H-term||_2 where PC(H) >= {ZONE_FRACTION} x peak, "
+                f"< at both ends")
+
+    def check(rows: list[dict[str, Any]]) -> Finding:
+        x, pc = series(rows, x_field, "hessian", "positive_curvature")
+        _, g = series(rows, x_field, "gterm", "spectral_norm")
+        _, h = series(rows, x_field, "hterm", "spectral_norm")
+        _, spread = series(rows, x_field, "hessian", "pc_max")
+        _, low = series(rows, x_field, "hessian", "pc_min")
+        if len(x) < 3 or any(v is None for v in (*pc, *g, *h)):
+            return Finding(INCONCLUSIVE, {"points": len(x)}, expected)
+        peak_at = int(np.argmax(pc))
+        peak = pc[peak_at]
+        if peak <= 0:  # no positive curvature anywhere: no zone
+            return Finding(NOT_REPRODUCED, {f"{x_field}_peak": x[peak_at], "pc_peak": peak}, expected)
+        level = VANISH_FRACTION * abs(peak)
+        zone = [i for i, v in enumerate(pc) if v >= ZONE_FRACTION * peak]
+        measured = {
+            f"{x_field}_peak": x[peak_at], "pc_peak": peak, "pc_ends": [pc[0], pc[-1]],
+            "zone": [x[zone[0]], x[zone[-1]]], "g_over_hterm_in_zone": min(g[i] / h[i] for i in zone),
+            "g_over_hterm_at_ends": [g[0] / h[0], g[-1] / h[-1]]}
+        holds = (0 < peak_at < len(x) - 1 and abs(pc[0]) <= level
+                 and abs(pc[-1]) <= level and all(g[i] > h[i] for i in zone)
+                 and g[0] < h[0] and g[-1] < h[-1])
+        if not holds:
+            return Finding(NOT_REPRODUCED, measured, expected)
+        seeds_vanish = all(max(abs(lo), abs(hi)) <= level
+                           for lo, hi in ((low[0], spread[0]), (low[-1], spread[-1])))
+        return Finding(REPRODUCED if seeds_vanish and len(x) >= 5 else INCONCLUSIVE, measured, expected)
+
+    return check
