@@ -85,3 +85,24 @@ def test_claims_evaluate_on_the_tiny_run(name, tiny):
     found = claims.evaluate(run.study, run.records, "tiny")
     assert [r["claim"] for r in found] == [c.id for c in run.study.claims]
     assert all(r["verdict"] in claims.VERDICTS and r["measured"] for r in found)
+
+
+def invariant_rows(pc=(3.8, 4.0, 0.05), power=-2.0, ratio=1.8, alphas=ALPHAS):
+    """alpha-temperature summary rows: constant positive curvature per term, spectral norms
+    proportional to alpha**power with ||G|| / ||H-term|| = ratio."""
+    norms = {"hessian": ratio + 1, "gterm": ratio, "hterm": 1.0}
+    return [{"space": "subspace", "alpha": a, "term": term, "seeds": 2,
+             "positive_curvature": p if not callable(p) else p(a), "pc_min": None, "pc_max": None,
+             "spectral_norm": norms[term] * a**power, "top_eigenvalue": None}
+            for a in alphas for term, p in zip(("hessian", "gterm", "hterm"), pc)]
+
+
+def test_invariance_claim_holds_when_eq5_does_and_fails_when_it_does_not():
+    from gzone.studies.icml.alpha_temperature import check_invariance
+    assert check_invariance(invariant_rows()).verdict == claims.REPRODUCED
+    drifting = (3.8, 4.0, lambda a: 0.05 * (1 + 0.01 * np.log10(a)))  # H-term PC moves by 2 %
+    for bad in (invariant_rows(pc=drifting), invariant_rows(power=-1.0)):  # T = alpha^L off
+        assert check_invariance(bad).verdict == claims.NOT_REPRODUCED
+    missing = invariant_rows()
+    missing[4]["spectral_norm"] = None
+    assert check_invariance(missing).verdict == claims.NOT_REPRODUCED
