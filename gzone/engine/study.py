@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from gzone import results
+from gzone.engine.claims import Claim
 
 Record = dict[str, Any]
 Point = dict[str, Any]
@@ -87,7 +88,7 @@ class Study:
     #: {old field: new field}}`` (:mod:`gzone.engine.migrate`); None: it cannot be migrated
     legacy: Mapping[str, Any] | None = None
     #: the paper's claims its summary can confirm or refute (:mod:`gzone.engine.claims`)
-    claims: tuple[Any, ...] = ()
+    claims: tuple[Claim, ...] = ()
     #: the study module's docstring: what it measures and its commands
     doc: str = ""
 

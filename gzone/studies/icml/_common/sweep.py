@@ -268,7 +268,6 @@ def sweep_figure(records: list[Record], x_field: str, *, title: str | None = Non
     return drawn
 
 
-
 #: PC(H) "vanishes" at an end of the grid: at most this fraction of its peak (ICML Fig. 1, 2)
 VANISH_FRACTION = 0.1
 #: the zone: where PC(H) is at least this fraction of its peak
@@ -289,8 +288,8 @@ def zone_check(x_field: str) -> Callable[[list[dict[str, Any]]], Finding]:
         x, pc = series(rows, x_field, "hessian", "positive_curvature")
         _, g = series(rows, x_field, "gterm", "spectral_norm")
         _, h = series(rows, x_field, "hterm", "spectral_norm")
-        _, spread = series(rows, x_field, "hessian", "pc_max")
-        _, low = series(rows, x_field, "hessian", "pc_min")
+        _, low = series(rows, x_field, "hessian", "pc_min")  # the seeds' band
+        _, high = series(rows, x_field, "hessian", "pc_max")
         if len(x) < 3 or any(v is None for v in (*pc, *g, *h)):
             return Finding(INCONCLUSIVE, {"points": len(x)}, expected)
         peak_at = int(np.argmax(pc))
@@ -309,7 +308,7 @@ def zone_check(x_field: str) -> Callable[[list[dict[str, Any]]], Finding]:
         if not holds:
             return Finding(NOT_REPRODUCED, measured, expected)
         seeds_vanish = all(max(abs(lo), abs(hi)) <= level
-                           for lo, hi in ((low[0], spread[0]), (low[-1], spread[-1])))
+                           for lo, hi in ((low[0], high[0]), (low[-1], high[-1])))
         return Finding(REPRODUCED if seeds_vanish and len(x) >= 5 else INCONCLUSIVE, measured, expected)
 
     return check
