@@ -6,6 +6,7 @@
     gzone show NAME [--out DIR]              the summary table of a results directory
     gzone plot NAME [--out DIR]              draw its figure(s) into the directory
     gzone migrate NAME --out DIR             convert a directory written by gzone 0.1
+    gzone reproduce --scale S --out DIR      every study at preset S, its claims checked, one report
 
 Results go to ``--out`` (default ``runs/<name>/<preset>``, or under ``$GZONE_RUNS``) as they are
 computed; rerunning the same command resumes. ``--dry-run`` checks the options and the data and says what would run.
@@ -22,7 +23,7 @@ from typing import Any
 
 from gzone import cli, results
 
-USAGE = "gzone {list,run,show,plot,migrate} ... (gzone --help for more)"
+USAGE = "gzone {list,run,show,plot,migrate,reproduce} ... (gzone --help for more)"
 INTERRUPTED = ("interrupted: rerun the same command to resume (every finished point is kept{where})")
 
 
@@ -44,7 +45,8 @@ def _dispatch(argv: list[str], out: list[str]) -> int:
         print(help_text())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"list": _list, "run": _run, "show": _show, "plot": _plot, "migrate": _migrate}
+    commands = {"list": _list, "run": _run, "show": _show, "plot": _plot, "migrate": _migrate,
+                "reproduce": _reproduce}
     if command not in commands:
         return cli.report(cli.UsageError(f"unknown command {command!r}; usage: {USAGE}"))
     spellings: dict[str, str] = {}
@@ -61,7 +63,10 @@ def help_text() -> str:
     first = next(iter(studies.STUDIES))
     examples = [f"gzone run {first}", f"gzone run {first} --preset tiny --out runs/try",
                 f"gzone run {first} --preset paper --dry-run --data-dir ../shared/data",
-                f"gzone show {first} --out runs/try", f"gzone plot {first} --out runs/try"]
+                f"gzone show {first} --out runs/try", f"gzone plot {first} --out runs/try",
+                "gzone reproduce --scale tiny --out runs/reproduce-tiny",
+                "gzone reproduce --scale cpu --out runs/reproduce-cpu --only 'icml/gradient-*' "
+                "--data-dir ../shared/data"]
     return __doc__.strip() + "\n\nExamples:\n\n" + "\n".join(f"    {e}" for e in examples)
 
 
@@ -284,6 +289,20 @@ def _migrate(argv: list[str], spellings: dict, out: list) -> int:
     parser.add_argument("--out", required=True, help="the results directory written by gzone 0.1")
     args = parser.parse_args(rest)
     print(migrate.migrate(study, Path(args.out)))
+    return 0
+
+
+def _reproduce(argv: list[str], spellings: dict, out: list) -> int:
+    from gzone import reproduce
+
+    args = reproduce.parse(argv)
+    if args.dry_run:
+        reproduce.dry_run(args.scale, args.only, args.data_dir)
+        return 0
+    out.append(args.out)
+    reproduce.reproduce(args.scale, args.out, only=args.only, runs=args.runs,
+                        data_dir=args.data_dir, process_index=args.process_id,
+                        process_count=args.num_processes, progress=not args.no_progress)
     return 0
 
 

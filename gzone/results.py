@@ -85,6 +85,15 @@ def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, 
     return load_records(out / RESULTS_FILE, repair=True)
 
 
+def same_config(out_dir: str | Path, config: dict[str, Any]) -> bool:
+    """Whether ``out_dir/config.json`` holds ``config`` (provenance aside)."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not path.exists():
+        return False
+    stored = json.loads(path.read_text())
+    return {k: v for k, v in stored.items() if k not in PROVENANCE_KEYS} == _canonical(config)
+
+
 def mismatch_message(out: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
     """Why ``out`` (holding records of ``stored``) refuses ``wanted``, in one line: another study,
     a directory of gzone 0.1 (to migrate), or at most three differing fields."""

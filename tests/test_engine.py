@@ -121,6 +121,20 @@ def test_process_slices_deal_each_kind_round_robin():
     assert process_slice(points, 0, 1) == list(range(8))
 
 
+def test_a_rerun_with_another_process_count_repeats_nothing(tmp_path):
+    """Two slices, then one process: the points the slices finished are not computed again
+    (only a slice of another configuration's folder does not count)."""
+    config, out = small_sweep(), tmp_path / "run"
+    engine.run(SWEEP, config, out, process_index=0, process_count=2)
+    other = tmp_path / "run" / "process-1-of-2"
+    engine.run(SWEEP, small_sweep(dim=5), other, process_index=0, process_count=1)
+    records = engine.run(SWEEP, config, out, process_index=0, process_count=1)
+    alphas = sorted({r["alpha"] for r in records if r["dim"] == 10})
+    mine = {r["alpha"] for r in engine.load(out / "process-0-of-2")}
+    assert len(alphas) == 3 and not mine & {r["alpha"] for r in results.load_records(
+        out / results.RESULTS_FILE)}  # the first slice's points were not recomputed
+
+
 @pytest.mark.slow
 def test_two_processes_under_jax_distributed_split_a_study(tmp_path):
     """The command's multi-host path on one machine: two processes and a coordinator, each runs

@@ -7,8 +7,8 @@
 2. lock ``out`` (one writer at a time) and open it: a new directory is bound to the study's
    identity (its name and config minus growable fields), an existing one must hold the same
    identity or no records (:func:`gzone.results.open_results`);
-3. the points still to do: the study's points minus the finished ones, this process's slice of
-   each kind (points ``i ≡ process_index mod process_count``; records then go to
+3. the points still to do: the study's points minus the finished ones (in any folder of ``out``:
+   a rerun with another process count repeats nothing), this process's slice of each kind (points ``i ≡ process_index mod process_count``; records then go to
    ``out/process-<i>-of-<n>``);
 4. the chunks, each measured by ``study.measure`` and its records appended atomically as they
    come; progress in the study's units of work; a chunk's checkpoint folder is removed once its
@@ -55,6 +55,17 @@ def load(out_dir: str | Path) -> list[Record]:
     found = results.load_records(out / results.RESULTS_FILE)
     for sub in sorted(out.glob("process-*-of-*")):
         found += results.load_records(sub / results.RESULTS_FILE)
+    return found
+
+
+def records_elsewhere(out_dir: str | Path, here: Path, wanted: dict[str, Any]) -> list[Record]:
+    """The records of ``out_dir``'s other folders (itself and its ``process-*`` folders, ``here``
+    excepted) that hold the configuration ``wanted``: points another process count finished."""
+    out = Path(out_dir)
+    found: list[Record] = []
+    for folder in [out, *sorted(out.glob("process-*-of-*"))]:
+        if folder != here and results.same_config(folder, wanted):
+            found += results.load_records(folder / results.RESULTS_FILE)
     return found
 
 
@@ -119,8 +130,9 @@ def run(study: Study, config: Any, out_dir: str | Path, *, data_dir: str | None 
         process_index, process_count = jax.process_index(), jax.process_count()
     out = records_dir(out_dir, process_index, process_count)
     with locked(out):
-        existing = results.open_results(out, identity(study, config))
-        done = study.finished_keys(config, existing)
+        wanted = identity(study, config)
+        existing = results.open_results(out, wanted)
+        done = study.finished_keys(config, existing + records_elsewhere(out_dir, out, wanted))
         index = {point_key(p): i for i, p in enumerate(points)}
         todo = [points[i] for i in process_slice(points, process_index, process_count)
                 if point_key(points[i]) not in done]

@@ -1,0 +1,141 @@
+"""The report of ``gzone reproduce``: one static page (``report.html``) and its Markdown twin.
+
+At the top, the verdicts counted and every claim in one table; then, per paper and in the order
+of its sections, each study's figure(s) beside its claims (statement, what was expected, the
+measured numbers, the verdict), the preset it ran at, its wall time; at the end, provenance
+(versions, device, dtype and matmul precision). Nothing here computes: it lays out what
+:func:`gzone.reproduce.reproduce` gathered.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+from typing import Any
+
+from gzone.engine.claims import VERDICTS
+
+COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#cf222e", "inconclusive": "#9a6700",
+           "not at this scale": "#57606a"}
+
+
+def measured_text(measured: Any) -> str:
+    """The measured values in one line: ``name = value; ...`` with numbers to 4 digits."""
+    def show(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {show(x)}" for k, x in v.items()) + "}"
+        return "-" if v is None else str(v)
+
+    if not isinstance(measured, dict):
+        return show(measured)
+    return "; ".join(f"{k} = {show(v)}" for k, v in measured.items())
+
+
+def counts(sections: list[dict[str, Any]]) -> dict[str, int]:
+    """How many claims got each verdict."""
+    found = [c["verdict"] for s in sections for c in s["claims"]]
+    return {v: found.count(v) for v in VERDICTS}
+
+
+def _papers(sections: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for s in sections:
+        grouped.setdefault(s["study"].paper, []).append(s)
+    return grouped
+
+
+def _settings(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
+
+
+def markdown(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The report as Markdown (figures as relative image links)."""
+    lines = [f"# gzone reproduce: scale `{meta['scale']}`", "",
+             ", ".join(f"{n} {v}" for v, n in counts(sections).items()), "",
+             "| study | claim | reference | verdict |", "|---|---|---|---|"]
+    lines += [f"| {c['study']} | {c['claim']} | {c['reference']} | **{c['verdict']}** |"
+              for s in sections for c in s["claims"]]
+    for paper, group in _papers(sections).items():
+        lines += ["", f"## {paper}"]
+        for s in group:
+            study = s["study"]
+            lines += ["", f"### {study.name}: {study.reproduces}", "", study.title, ""]
+            lines += [f"![{study.name}]({path})" for path in s["figures"]]
+            if s.get("figure_error"):
+                lines.append(f"figure failed: {s['figure_error']}")
+            for c in s["claims"]:
+                lines += ["", f"- **{c['claim']}** ({c['reference']}): {c['statement']}",
+                          f"  - expected: {c['expected']}",
+                          f"  - measured: {measured_text(c['measured'])}",
+                          f"  - verdict: **{c['verdict']}**"]
+            if not s["claims"]:
+                lines += ["", "- no claim of the paper is checked on this study yet"]
+            lines += ["", f"{s['records']} records ({s['flagged']} flagged), "
+                          f"{s['wall_s']:.0f} s; preset `{meta['scale']}`: {_settings(s['config'])}"]
+    lines += ["", "## Provenance", "", "```", json.dumps(meta, indent=1, default=str), "```", ""]
+    return "\n".join(lines)
+
+
+def _e(text: Any) -> str:
+    return html_lib.escape(str(text))
+
+
+def _verdict(v: str) -> str:
+    return f'<span class="verdict" style="background:{COLOURS.get(v, "#57606a")}">{_e(v)}</span>'
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#1f2328}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #d0d7de;padding:.25em .5em;
+text-align:left;vertical-align:top}.verdict{color:#fff;border-radius:.3em;padding:.1em .4em;
+white-space:nowrap}.study{display:flex;gap:1.5em;flex-wrap:wrap;border-top:1px solid #d0d7de;
+padding-top:1em}.figures{flex:1 1 600px}.figures img{max-width:100%}.claims{flex:1 1 500px}
+.small{color:#57606a;font-size:.85em}
+"""
+
+
+def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The report as one static HTML page (figures linked relative to it)."""
+    n = counts(sections)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>gzone reproduce "
+             f"({_e(meta['scale'])})</title><style>{STYLE}</style></head><body>",
+             f"<h1>gzone reproduce: scale <code>{_e(meta['scale'])}</code></h1>",
+             "<p>" + " ".join(f"{_verdict(v)} {k}" for v, k in n.items()) + "</p>",
+             "<table id='summary'><tr><th>study</th><th>claim</th><th>reference</th>"
+             "<th>measured</th><th>verdict</th></tr>"]
+    for s in sections:
+        for c in s["claims"]:
+            parts.append(f"<tr class='claim' data-study='{_e(c['study'])}' "
+                         f"data-claim='{_e(c['claim'])}'><td><a href='#{_e(c['study'])}'>"
+                         f"{_e(c['study'])}</a></td><td>{_e(c['claim'])}</td>"
+                         f"<td>{_e(c['reference'])}</td><td class='small'>"
+                         f"{_e(measured_text(c['measured']))}</td><td>{_verdict(c['verdict'])}</td></tr>")
+    parts.append("</table>")
+    for paper, group in _papers(sections).items():
+        parts.append(f"<h2>{_e(paper)}</h2>")
+        for s in group:
+            study = s["study"]
+            parts.append(f"<h3 id='{_e(study.name)}'>{_e(study.name)}: {_e(study.reproduces)}</h3>"
+                         f"<p>{_e(study.title)}</p><div class='study'><div class='figures'>")
+            parts += [f"<a href='{_e(p)}'><img src='{_e(p)}' alt='{_e(study.name)}'></a>"
+                      for p in s["figures"]]
+            if s.get("figure_error"):
+                parts.append(f"<p>figure failed: {_e(s['figure_error'])}</p>")
+            parts.append("</div><div class='claims'>")
+            for c in s["claims"]:
+                parts.append(f"<p><b>{_e(c['claim'])}</b> ({_e(c['reference'])}) "
+                             f"{_verdict(c['verdict'])}<br>{_e(c['statement'])}<br>"
+                             f"<span class='small'>expected: {_e(c['expected'])}<br>measured: "
+                             f"{_e(measured_text(c['measured']))}</span></p>")
+            if not s["claims"]:
+                parts.append("<p>No claim of the paper is checked on this study yet.</p>")
+            parts.append(f"<p class='small'>{s['records']} records ({s['flagged']} flagged), "
+                         f"{s['wall_s']:.0f} s; preset <code>{_e(meta['scale'])}</code>: "
+                         f"{_e(_settings(s['config']))}</p></div></div>")
+    parts.append("<h2>Provenance</h2><pre>" + _e(json.dumps(meta, indent=1, default=str))
+                 + "</pre></body></html>")
+    return "\n".join(parts)

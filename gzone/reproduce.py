@@ -1,0 +1,228 @@
+"""Every study at one scale, every claim checked, one report: ``gzone reproduce``.
+
+    gzone reproduce --scale tiny --out runs/reproduce-tiny
+    gzone reproduce --scale cpu --out runs/reproduce-cpu --data-dir ../shared/data
+    gzone reproduce --scale cpu --out runs/reproduce-cpu --only fort/radius,icml/alpha-sweep
+    gzone reproduce --scale paper --out R --process-id 0 --num-processes 4   (then once without)
+
+Each selected study runs (or resumes: finished points are not recomputed) at the preset named by
+the scale into ``<runs>/<paper>/<topic>/<scale>`` (``--runs``, default ``<out>/runs``); then its
+claims (:mod:`gzone.engine.claims`) are evaluated on its records and its figure is drawn into
+``<out>/figures``. The run writes ``<out>/claims.jsonl`` (one record per claim),
+``<out>/report.md`` and ``<out>/report.html`` (:mod:`gzone.report`), and keeps each study's
+wall time in ``<out>/timing.json``.
+
+With ``--process-id I --num-processes N`` a process runs its slice of every study (points
+``i ≡ I mod N``, into the studies' ``process-I-of-N`` folders; processes share nothing) and
+writes no report; once all are done, the same command without them finds every point finished
+and writes the report.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gzone import cli, engine, studies
+from gzone.engine import claims as claims_lib
+
+CLAIMS_FILE = "claims.jsonl"
+TIMING_FILE = "timing.json"
+FIGURES = "figures"
+
+
+def select(only: str | None) -> list[Any]:
+    """The studies whose names match one of the comma-separated glob patterns ``only`` (all
+    when None), in registry order; an error naming the studies when none match."""
+    chosen = list(studies.STUDIES.values())
+    if only:
+        patterns = [p.strip().strip("'\"") for p in only.split(",") if p.strip()]
+        chosen = [s for s in chosen if any(fnmatch.fnmatchcase(s.name, p) for p in patterns)]
+        if not chosen:
+            raise ValueError(f"--only {only!r} matches no study; `gzone list` shows them: "
+                             f"{', '.join(studies.STUDIES)}")
+    return chosen
+
+
+def study_labels(config: Any) -> dict[str, str]:
+    """The model and dataset a config runs (the claims' ``model`` and ``dataset`` fields)."""
+    fields = cli.config_fields(config)
+    model = fields.get("model") or ", ".join(fields.get("models", ()) or ())
+    if model == "mlp" and fields.get("widths"):
+        model = "mlp " + "-".join(map(str, fields["widths"]))
+    data = fields.get("dataset") or ", ".join(fields.get("datasets", ()) or ())
+    return {"model": str(model or "-"), "dataset": str(data or "-")}
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, device and the float settings of this process (the report's provenance)."""
+    from importlib import metadata
+
+    import jax
+
+    versions = {"python": platform.python_version()}
+    for package in ("gzone", "jax", "jaxlib", "flax", "optax", "numpy", "scipy", "matplotlib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "-"
+    devices = jax.devices()
+    return {"versions": versions, "platform": devices[0].platform,
+            "device": devices[0].device_kind, "device_count": len(devices),
+            "machine": f"{platform.machine()}, {platform.system()}",
+            "x64": bool(jax.config.jax_enable_x64),
+            "default_matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _timing(out: Path) -> dict[str, Any]:
+    path = out / TIMING_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_study(study: Any, scale: str, runs: Path, *, data_dir: str | None,
+              progress: Callable | None, process_index: int | None, process_count: int | None
+              ) -> tuple[Any, list[dict[str, Any]], float, int]:
+    """Run (resume) ``study`` at preset ``scale``: (config, records, wall seconds, new records)."""
+    config = engine.make_config(study, scale)
+    cli.apply_dtype(config)
+    out = studies.default_out(study.name, scale, runs)
+    before = len(engine.load(out)) if out.exists() else 0
+    start = time.perf_counter()
+    records = engine.run(study, config, out, data_dir=data_dir, progress=progress,
+                         process_index=process_index, process_count=process_count)
+    return config, records, time.perf_counter() - start, len(records) - before
+
+
+def draw_figures(study: Any, records: list[dict[str, Any]], folder: Path, title: str) -> list[str]:
+    """Draw ``study``'s figure(s) into ``folder/<paper>/<topic>*.png`` (and .pdf); the PNG paths,
+    relative to ``folder.parent``."""
+    cli.use_backend(False)
+    import matplotlib.pyplot as plt
+
+    paper, topic = study.name.split("/")
+    stem = folder / paper / topic
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    figures = study.figure(records, title=title, path_stem=stem)
+    figures = figures if isinstance(figures, list) else [figures]
+    saved = [Path(p) for fig in figures for p in getattr(fig, "gzone_saved", [])]
+    for fig in figures:
+        plt.close(fig)
+    return [str(p.relative_to(folder.parent)) for p in saved if p.suffix == ".png"]
+
+
+def dry_run(scale: str, only: str | None, data_dir: str | None,
+            echo: Callable[[str], None] = print) -> int:
+    """Validate and prepare every selected study at ``scale`` (data loaded, models built) and
+    say how many points each has; nothing is computed or written. The number of points."""
+    total = 0
+    for study in select(only):
+        config = engine.make_config(study, scale)
+        cli.apply_dtype(config)
+        engine.check(study, config)
+        count = len(study.points(config, study.prepare(config, data_dir)))
+        total += count
+        echo(f"{study.name} ({scale}): {count} points")
+    echo(f"{total} points in all; the presets are valid and the data is there (--dry-run: "
+         "nothing computed)")
+    return total
+
+
+def reproduce(scale: str, out: str | Path, *, only: str | None = None,
+              runs: str | Path | None = None, data_dir: str | None = None,
+              process_index: int | None = None, process_count: int | None = None,
+              progress: bool = True, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run the selected studies at ``scale``, evaluate their claims, draw their figures and
+    write the report (module docstring); the claim records (none for a process of several)."""
+    from gzone import command, report
+
+    if scale not in engine.PRESETS:
+        raise ValueError(f"scale must be one of {', '.join(engine.PRESETS)}, got {scale!r}")
+    if process_count is not None and not 0 <= (process_index or 0) < process_count:
+        raise ValueError(f"--process-id must lie in 0..{process_count - 1}")
+    chosen = select(only)
+    out = Path(out)
+    runs = Path(runs) if runs is not None else out / "runs"
+    sliced = process_count is not None and process_count > 1
+    timing = _timing(out)
+    sections, found = [], []
+    for i, study in enumerate(chosen, 1):
+        position = f"[{i}/{len(chosen)}] {study.name}"
+        echo(f"{position} ({scale})")
+        bar = cli.progress_bar(position, "pt") if progress else None
+        config, records, wall, new = run_study(
+            study, scale, runs, data_dir=data_dir, progress=bar,
+            process_index=process_index if sliced else 0, process_count=process_count or 1)
+        if sliced:
+            continue
+        entry = timing.get(study.name, {"wall_s": 0.0})
+        if new or study.name not in timing:
+            entry = {"wall_s": entry["wall_s"] + wall, "records": len(records)}
+        timing[study.name] = entry
+        out.mkdir(parents=True, exist_ok=True)
+        (out / TIMING_FILE).write_text(json.dumps(timing, indent=1, sort_keys=True))
+        labels = study_labels(config)
+        checked = [{**c, **labels, "paper": study.paper}
+                   for c in claims_lib.evaluate(study, records, scale)]
+        found += checked
+        section = {"study": study, "config": cli.config_fields(config), "claims": checked,
+                   "records": len(records), "wall_s": entry["wall_s"], "figures": [],
+                   "flagged": sum(bool(r.get("flags")) for r in records)}
+        try:
+            section["figures"] = draw_figures(study, records, out / FIGURES,
+                                              command.title(study, config, scale))
+        except Exception as error:  # a broken figure is reported, not fatal to the report
+            section["figure_error"] = f"{type(error).__name__}: {error}"
+            echo(f"note: the figure of {study.name} failed: {section['figure_error']}")
+        sections.append(section)
+    if sliced:
+        echo(f"process {process_index} of {process_count}: its slice of {len(chosen)} studies is "
+             "done; once every process is, run the command without --process-id/--num-processes "
+             "to write the report")
+        return []
+    with open(out / CLAIMS_FILE, "w") as handle:
+        for record in found:
+            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+    meta = {"scale": scale, "only": only, "runs": str(runs), "provenance": provenance()}
+    (out / "report.md").write_text(report.markdown(sections, meta))
+    (out / "report.html").write_text(report.html(sections, meta))
+    counts = {v: sum(r["verdict"] == v for r in found) for v in claims_lib.VERDICTS}
+    echo(f"{len(found)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+         + f"; report: {out / 'report.html'}")
+    return found
+
+
+def parse(argv: Sequence[str]) -> Any:
+    """The options of ``gzone reproduce``."""
+    import argparse
+
+    parser = cli.OneLineParser(prog="gzone reproduce", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", required=True, choices=list(engine.PRESETS),
+                        help="the preset every study runs at (tiny: minutes; default: the "
+                             "embedded data, under an hour; cpu: the papers' data and models at "
+                             "CPU sizes, under 2 h on 2 cores; paper: the papers' settings, GPU)")
+    parser.add_argument("--out", required=True, help="folder of the report, claims and figures")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated glob patterns of study names, e.g. 'icml/*,fort/radius'")
+    parser.add_argument("--runs", default=None,
+                        help="root of the studies' results folders (default OUT/runs; e.g. "
+                             "$GZONE_RUNS to reuse runs made with `gzone run`)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the dataset files (else $GZONE_DATA_DIR, then tfds)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check every selected study's preset and data, say what would run, "
+                             "compute nothing")
+    parser.add_argument("--num-processes", type=int, default=None,
+                        help="number of processes sharing the run (each runs a slice)")
+    parser.add_argument("--process-id", type=int, default=None, help="this process's index")
+    args = parser.parse_args(list(argv))
+    if (args.num_processes is None) != (args.process_id is None):
+        raise cli.UsageError("--process-id and --num-processes go together")
+    return args

@@ -1,0 +1,87 @@
+"""``gzone reproduce``: every selected study run (or resumed) at one scale, its claims evaluated,
+one report (claims.jsonl, report.md, report.html) whose links resolve and which names every claim."""
+
+import html.parser
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gzone import command, reproduce, studies
+from gzone.engine import claims
+
+PAIR = "icml/alpha-sweep,fort/radius"
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links, self.claims = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("src", "href"):
+            if attrs.get(key) and not attrs[key].startswith("#"):
+                self.links.append(attrs[key])
+        if tag == "tr" and attrs.get("class") == "claim":
+            self.claims.append((attrs["data-study"], attrs["data-claim"]))
+
+
+@pytest.fixture
+def report(tiny, tmp_path):
+    """A tiny reproduce of two studies whose runs the suite already made (``--runs``: reused,
+    nothing recomputed)."""
+    for name in PAIR.split(","):
+        tiny(name)
+    out = tmp_path / "report"
+    found = reproduce.reproduce("tiny", out, only=PAIR, runs=os.environ["GZONE_RUNS"],
+                                progress=False, echo=lambda line: None)
+    return out, found
+
+
+def test_the_report_links_existing_figures_and_names_every_claim(report):
+    out, found = report
+    lines = [json.loads(line) for line in (out / reproduce.CLAIMS_FILE).read_text().splitlines()]
+    assert lines == json.loads(json.dumps(found)) and lines
+    expected = [(s.name, c.id) for s in reproduce.select(PAIR) for c in s.claims]
+    assert [(r["study"], r["claim"]) for r in lines] == expected
+    for r in lines:
+        assert {"study", "claim", "reference", "statement", "measured", "expected", "verdict",
+                "scale", "dataset", "model", "paper"} <= set(r)
+        assert r["verdict"] in claims.VERDICTS and r["scale"] == "tiny" and r["dataset"] != "-"
+    page = _Links()
+    page.feed((out / "report.html").read_text())
+    assert page.links and all((out / link).is_file() for link in page.links), page.links
+    assert {Path(p).parent.name for p in page.links} == {"icml", "fort"}
+    assert page.claims == expected
+    markdown = (out / "report.md").read_text()
+    assert all(f"**{claim}**" in markdown for _, claim in expected)
+    assert "fort/radius" in markdown and "Provenance" in markdown
+    timing = json.loads((out / reproduce.TIMING_FILE).read_text())
+    assert set(timing) == set(PAIR.split(","))
+
+
+def test_selection_and_options_are_checked():
+    assert [s.name for s in reproduce.select("'fort/*'")] == [n for n in studies.STUDIES
+                                                              if n.startswith("fort/")]
+    with pytest.raises(ValueError, match="matches no study"):
+        reproduce.select("icml/nothing*")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        reproduce.reproduce("huge", "x")
+    assert command.main(["reproduce", "--scale", "tiny", "--out", "x", "--process-id", "0"]) == 2
+
+
+def test_slices_then_one_process_write_the_report_without_recomputing(tmp_path, capsys):
+    out = tmp_path / "r"
+    for i in range(2):
+        assert reproduce.reproduce("tiny", out, only="icml/gradient-cosines", process_index=i,
+                                   process_count=2, progress=False) == []
+        assert not (out / "report.html").exists()
+    folder = studies.default_out("icml/gradient-cosines", "tiny", out / "runs")
+    sliced = (folder / "process-0-of-2" / "results.jsonl").read_text()
+    found = reproduce.reproduce("tiny", out, only="icml/gradient-cosines", progress=False)
+    assert (out / "report.html").exists() and len(found) == len(studies.get("icml/gradient-cosines").claims)
+    assert not (folder / "results.jsonl").exists() or not (folder / "results.jsonl").read_text()
+    assert (folder / "process-0-of-2" / "results.jsonl").read_text() == sliced
+    assert "its slice of 1 studies is done" in capsys.readouterr().out
