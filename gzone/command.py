@@ -165,15 +165,29 @@ def build(study: Any, argv: list[str], spellings: dict) -> tuple[argparse.Namesp
     return args, config
 
 
+def _joined(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def title(study: Any, config: Any, preset: str | None = None) -> str:
-    """A figure title: the study, its network and data, the preset."""
+    """A figure title: the study and preset, then its network, data, N, d and seeds (those the
+    config has), on two lines."""
     fields = cli.config_fields(config) if not isinstance(config, dict) else config
-    model = fields.get("model")
+    model = fields.get("model") or _joined(fields.get("models") or "")
     if model == "mlp" and fields.get("widths"):
         model = "mlp " + "-".join(map(str, fields["widths"]))
-    data = fields.get("dataset") or ", ".join(fields.get("datasets", ()))
-    what = f"{model} on {data}" if model and data else (data or "")
-    return f"{study.name}: {what}" + (f" ({preset})" if preset else "")
+    data = _joined(fields.get("datasets") or fields.get("dataset") or "")
+    what = [f"{model} on {data}" if model and data else (data or model or "")]
+    first = {label: next((fields[k] for k in keys if fields.get(k) is not None), None)
+             for label, keys in (("N", ("n_samples", "n_train")), ("d", ("dim", "dims", "hs_dims")),
+                                 ("seeds", ("seeds",)), ("inits", ("n_inits",)))}
+    what += [f"{label} = {_joined(first[label])}" for label in ("N", "d") if first[label]]
+    if first["seeds"]:
+        what.append(f"{first['seeds']} seed" + ("s" if first["seeds"] != 1 else ""))
+    if first["inits"]:
+        what.append(f"{first['inits']} initializations")
+    head = study.name + (f" ({preset})" if preset else "")
+    return head + "\n" + ", ".join(w for w in what if w)
 
 
 def _run(argv: list[str], spellings: dict, out_holder: list) -> int:

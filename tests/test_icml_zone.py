@@ -86,3 +86,26 @@ def test_zone_found_on_fashion_mnist(data_dir, tmp_path):
     assert rows[(one, "gterm")]["spectral_norm"] > rows[(one, "hterm")]["spectral_norm"]
     for alpha in (low, high):
         assert rows[(alpha, "gterm")]["spectral_norm"] < rows[(alpha, "hterm")]["spectral_norm"]
+
+
+def test_the_zone_figure_shades_the_zone_and_says_what_it_draws():
+    """Shaded exactly where the median ||G||_2 > ||H-term||_2; legend entries for the seeds' band,
+    the alpha = 1 marker and the zone; the norm axis stops 10 decades below its top."""
+    import matplotlib.pyplot as plt
+
+    from gzone import plots
+
+    alphas, seeds = [0.01, 0.1, 1.0, 10.0, 100.0], (0, 1, 2)
+    norms = {"gterm": [1e-30, 1e-3, 2.0, 1.0, 1e-9], "hterm": [1e-4, 1e-2, 0.5, 0.4, 3.0]}
+    records = [{"alpha": a, "seed": s, "term": term, "positive_curvature": 1.0,
+                "spectral_norm": norms.get(term, [3.0] * 5)[i]}
+               for i, a in enumerate(alphas) for s in seeds for term in ("hessian", "gterm", "hterm")]
+    fig = plots.zone_figure(records, "alpha")
+    top, bottom = fig.axes
+    spans = [p.get_x() for p in top.patches]
+    assert spans == pytest.approx([np.sqrt(0.1 * 1.0), np.sqrt(1.0 * 10.0)])  # alpha = 1 and 10
+    labels = [t.get_text() for t in top.get_legend().get_texts()]
+    assert "min-max over 3 seeds" in labels and any("= 1$" in t for t in labels)
+    assert any("zone" in t for t in labels)
+    assert bottom.get_ylim()[0] == pytest.approx(3.0 * 1e-10 / 2)
+    plt.close(fig)

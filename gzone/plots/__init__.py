@@ -110,14 +110,59 @@ def zone_figure(
     else:
         axes[1, 0].set_ylabel(r"spectral norm $\|\cdot\|_2$")
         axes[1, 0].set_yscale("log")
+        _informative_range(axes[1, 0], records)
         for ax in axes[:, 0]:
             ax.axvline(1.0, color="orange", lw=4, alpha=0.3)
+            _shade_zone(ax, records, x_field)
     for ax in axes[:, 0]:
         ax.set_xscale("log")
         ax.grid(alpha=0.3, which="both", lw=0.3)
-    axes[0, 0].legend(fontsize=8)
+    handles, _ = axes[0, 0].get_legend_handles_labels()
+    extra = _zone_legend(records, x_field)
+    axes[0, 0].legend(handles=handles + (extra[:1] if x_field == "dim" else extra), fontsize=7)
     axes[-1, 0].set_xlabel(X_LABELS.get(x_field, x_field))
     return finish(fig, title, path_stem, axes[0, 0])
+
+
+def _medians(records: list[dict[str, Any]], x_field: str, term: str, metric: str):
+    picked = [r for r in records if not _is_full(r) and r["term"] == term and r.get(metric) is not None]
+    xs = sorted({r[x_field] for r in picked})
+    return xs, [float(np.median([r[metric] for r in picked if r[x_field] == x])) for x in xs]
+
+
+def _shade_zone(ax, records: list[dict[str, Any]], x_field: str) -> None:
+    """Shade the x where the seeds' median ‖G‖₂ > ‖H-term‖₂ (Eq. 6: the zone), each run of such
+    points from the geometric midpoints to its neighbours."""
+    xs, g = _medians(records, x_field, "gterm", "spectral_norm")
+    xh, h = _medians(records, x_field, "hterm", "spectral_norm")
+    if not xs or xs != xh:
+        return
+    inside = [a > b for a, b in zip(g, h)]
+    edges = [xs[0]] + [float(np.sqrt(a * b)) for a, b in zip(xs, xs[1:])] + [xs[-1]]
+    for i, flag in enumerate(inside):
+        if flag:
+            ax.axvspan(edges[i], edges[i + 1], color="tab:green", alpha=0.08, lw=0)
+
+
+def _informative_range(ax, records: list[dict[str, Any]], decades: float = 10.0) -> None:
+    """Keep a log axis of spectral norms to ``decades`` below the largest value (values far
+    below it, e.g. vanishing norms at tiny α, run off the bottom)."""
+    values = [r["spectral_norm"] for r in records
+              if not _is_full(r) and r.get("spectral_norm") and r["spectral_norm"] > 0]
+    if values:
+        top, low = max(values), min(values)
+        ax.set_ylim(max(low, top * 10.0**-decades) / 2, top * 2)
+
+
+def _zone_legend(records: list[dict[str, Any]], x_field: str) -> list[Any]:
+    """Legend entries for what the lines do not say: the seeds' band, the x = 1 marker, the zone."""
+    from matplotlib.patches import Patch
+
+    seeds = len({r.get("seed") for r in records})
+    symbol = X_SYMBOLS.get(x_field, x_field)
+    return [Patch(color="grey", alpha=0.2, label=f"min-max over {seeds} seed" + "s" * (seeds != 1)),
+            Patch(color="orange", alpha=0.3, label=f"${symbol} = 1$ (standard)"),
+            Patch(color="tab:green", alpha=0.15, label=r"zone: $\|G_*\|_2 > \|H_*\|_2$")]
 
 
 def slq_density(
