@@ -157,6 +157,11 @@ def test_fig12_right_one_panel_per_labels_value(tmp_path):
     for ax in fig.axes:
         runs = [line for line in ax.lines if len(line.get_xdata()) == len(STEPS)]
         assert len(runs) == 2 * len(LR0S)  # one line per (alpha, lr0), the seeds averaged
+        assert len({str(line.get_linestyle()) for line in runs}) == len(LR0S)  # eta0 told apart
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert all(any(f"= {lr0:.3g}" in t and "eta" in t for t in labels) for lr0 in LR0S)
+    unnamed = [{k: v for k, v in r.items() if k != "labels"} for r in grid_records(alphas=(1.0,))]
+    assert training.fig12_right_figure(unnamed).axes[0].get_title() == "true labels"
     recs = grid_records(alphas=(1.0,), zone=False)
     recs[0]["zero_logit_samples"] = None
     assert len(training.fig12_right_figure(recs).axes) == 1

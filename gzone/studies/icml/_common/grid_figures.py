@@ -45,6 +45,10 @@ LABELS_TITLES = {"true": "true labels", "random-fixed": "random labels (drawn on
                  "random-per-step": "random labels (redrawn every step)"}
 
 
+#: line styles telling the learning rates of one panel apart
+LR0_STYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)), (0, (5, 1)), (0, (1, 1)))
+
+
 def _cmap(name: str) -> mpl.colors.Colormap:
     """Colormap ``name`` with NaN (masked) cells transparent."""
     return mpl.colormaps[name].with_extremes(bad="none")
@@ -219,30 +223,34 @@ def fig9_figure(records: list[Record], *, title: str | None = None,
 def fig12_right_figure(records: list[Record], *, title: str | None = None,
                        path_stem: str | Path | None = None) -> plt.Figure:
     """Fig. 12 right: the fraction of zero-logit samples against the step, one line per
-    (α, η0) run (mean over seeds) coloured by α; one panel per label kind (true / random)."""
+    (α, η0) run (mean over seeds), coloured by α, one line style per η0; one panel per label
+    kind, titled by the labels it shows (true labels when the records name none)."""
     data = grid.zero_logit_curves(records)
     order = {name: i for i, name in enumerate(LABELS_TITLES)}
     kinds = sorted(data, key=lambda k: (order.get(k, len(order)), str(k)))
     alphas = sorted({a for runs in data.values() for a, _ in runs})
+    lr0s = sorted({lr0 for runs in data.values() for _, lr0 in runs})
     cmap = mpl.colormaps["viridis"]
     spots = np.linspace(0.0, 0.9, len(alphas)) if len(alphas) > 1 else [0.4]
     colors = {a: cmap(s) for a, s in zip(alphas, spots)}
+    styles = {lr0: LR0_STYLES[i % len(LR0_STYLES)] for i, lr0 in enumerate(lr0s)}
     fig, axes = _panel_row(len(kinds), 4.2)
     for ax, kind in zip(axes, kinds):
-        for (alpha, _), (steps, values) in data[kind].items():
-            ax.plot(steps, values, color=colors[alpha], lw=1, alpha=0.8,
+        for (alpha, lr0), (steps, values) in data[kind].items():
+            ax.plot(steps, values, color=colors[alpha], ls=styles[lr0], lw=1.1, alpha=0.85,
                     marker="o" if len(steps) == 1 else None, ms=3)
-        if kind is not None:
-            ax.set_title(LABELS_TITLES.get(kind, str(kind)), fontsize=9)
+        ax.set_title(LABELS_TITLES.get(kind or "true", str(kind)), fontsize=9)
     for ax in axes:
-        ax.axhline(grid.ZERO_LOGIT_MARK, color="grey", lw=0.8, ls=":")
+        ax.axhline(grid.ZERO_LOGIT_MARK, color="grey", lw=0.8, ls=(0, (1, 3)))
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, lw=0.3)
     axes[0].set_ylabel("fraction of zero-logit samples")
-    handles = [Line2D([], [], color=colors[a], label=f"alpha={a:.3g}") for a in alphas]
+    handles = [Line2D([], [], color=colors[a], label=rf"$\alpha$ = {a:.3g}") for a in alphas]
     if handles:
-        handles.append(Line2D([], [], color="grey", lw=0.8, ls=":",
+        handles += [Line2D([], [], color="black", ls=styles[lr0], label=rf"$\eta_0$ = {lr0:.3g}")
+                    for lr0 in lr0s]
+        handles.append(Line2D([], [], color="grey", lw=0.8, ls=(0, (1, 3)),
                               label=f"{grid.ZERO_LOGIT_MARK:.0%} mark"))
         axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     return finish(fig, title, path_stem)
