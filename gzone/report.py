@@ -35,6 +35,21 @@ def measured_text(measured: Any) -> str:
     return "; ".join(f"{k} = {show(v)}" for k, v in measured.items())
 
 
+def claims_table(found: list[dict[str, Any]], width: int = 90) -> str:
+    """Claim records (:func:`gzone.engine.claims.evaluate`) as a text table a person reads:
+    study, claim, reference, verdict, then the measured values (cut at ``width`` characters)."""
+    from gzone.command import table
+
+    rows = [{"study": c["study"], "claim": c["claim"], "reference": c["reference"],
+             "verdict": c["verdict"], "measured": _cut(measured_text(c["measured"]), width)}
+            for c in found]
+    return table(rows) if rows else "(no claims)"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def counts(sections: list[dict[str, Any]]) -> dict[str, int]:
     """How many claims got each verdict."""
     found = [c["verdict"] for s in sections for c in s["claims"]]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gzone import command, reproduce, studies
+from gzone import report as report_module
 from gzone.engine import claims
 
 PAIR = "icml/alpha-sweep,fort/radius"
@@ -58,6 +59,9 @@ def test_the_report_links_existing_figures_and_names_every_claim(report):
     markdown = (out / "report.md").read_text()
     assert all(f"**{claim}**" in markdown for _, claim in expected)
     assert "fort/radius" in markdown and "Provenance" in markdown
+    text = report_module.claims_table(found, width=40).splitlines()
+    assert text[0].split()[:4] == ["study", "claim", "reference", "verdict"]
+    assert len(text) == 1 + len(found) and all(len(line) < 200 for line in text)
     timing = json.loads((out / reproduce.TIMING_FILE).read_text())
     assert set(timing) == set(PAIR.split(","))
 
