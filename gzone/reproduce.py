@@ -2,7 +2,7 @@
 
     gzone reproduce --scale tiny --out runs/reproduce-tiny
     gzone reproduce --scale cpu --out runs/reproduce-cpu --data-dir ../shared/data
-    gzone reproduce --scale cpu --out runs/reproduce-cpu --only fort/radius,icml/alpha-sweep
+    gzone reproduce --scale cpu --out runs/reproduce-cpu --only 'fort/*,icml/*-sweep'
     gzone reproduce --scale paper --out R --process-id 0 --num-processes 4   (then once without)
 
 Each selected study runs (or resumes: finished points are not recomputed) at the preset named by

@@ -313,3 +313,23 @@ def test_bad_input_is_a_one_line_error_and_leaves_nothing(name, overrides, messa
                    tmp_path / "out")
     assert "\n" not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_uso_figure_draws_the_path_on_top_marks_its_overflow_and_names_eta0():
+    import matplotlib.pyplot as plt
+
+    logs = [{"kind": "log", "run": run, "alpha": a, "seed": 0, "step": t,
+             "parameter_norm": a * (1.0 + t)}
+            for run, a in (("uso", 1.0), ("scaled", 0.1)) for t in range(0, 40, 10)]
+    runs = [{"kind": "run", "run": "uso", "alpha": 1.0, "seed": 0, "lr": 0.003, "diverged_at": 35,
+             "left_uniform_at": None},
+            {"kind": "run", "run": "scaled", "alpha": 0.1, "seed": 0, "lr": 0.03,
+             "diverged_at": None, "left_uniform_at": 20}]
+    fig = uso.figure(logs + runs, title="t")
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["USO model"].get_zorder() > lines["alpha=0.1"].get_zorder()
+    cross = lines["USO model overflows at step 35 (last finite log)"]
+    assert list(cross.get_xdata()) == [30] and cross.get_marker() == "x"
+    assert r"$\eta_0$ = 0.003" in fig._suptitle.get_text()
+    plt.close(fig)

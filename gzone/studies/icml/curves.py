@@ -16,9 +16,10 @@ import dataclasses
 from typing import Any
 
 from gzone import training
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Study
 from gzone.engine.config import check_alphas, check_choice, field
 from gzone.studies.icml._common import LENET300_FASHION, grid
+from gzone.studies.icml._common import grid_claims as gc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,4 +81,11 @@ STUDY = Study(
     measure=grid.measure, summarize=summarize, figure=figure,
     done={"zone": ("alpha", "seed"), "run": ("alpha", "lr0", "seed")},
     chunks=grid.chunks, work=grid.work, kinds=("zone", "run", "log"), legacy={"match": {"study": "trainability", "mode": "curves"}},
+    claims=(
+        gc.taxonomy_claim(("default", "cpu", "paper", "lenet300-fashion")),
+        Claim("large-alpha-accuracy", "Fig. 9 right; App. E",
+              "For alpha >> 1 LeNet-300-100 reaches about 100 % train accuracy, and its test "
+              "accuracy saturates about 10 points below that of the unscaled network.",
+              gc.check_large_alpha_accuracy, scales=("cpu", "paper", "lenet300-fashion")),
+    ),
     doc=__doc__)

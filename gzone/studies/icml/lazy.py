@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import jacobian, models, training
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import check_alphas, check_positive, field
 from gzone.engine.study import batched
 from gzone.studies.icml._common import outside
@@ -147,6 +148,28 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for i, a in enumerate(t["alpha"])]
 
 
+#: "α ≫ 1": the α checked are those at least this
+LARGE_ALPHA = 10.0
+#: lazy training (Chizat et al. 2019, App. E): the trained network is its trained linearisation —
+#: their test predictions agree on at least this fraction of the test set
+AGREEMENT = 0.95
+
+
+def check_lazy(rows: list[dict[str, Any]]) -> Finding:
+    """App. E (gzone's check of "lazy"): at every α ≥ ``LARGE_ALPHA`` the trained network and its
+    trained linearisation predict the same class on at least ``AGREEMENT`` of the test set
+    (mean over seeds). Inconclusive without such α or with a missing value (a diverged run)."""
+    expected = f"test-prediction agreement with the linearisation >= {AGREEMENT} at alpha >= {LARGE_ALPHA:g}"
+    large = [r for r in rows if r["alpha"] >= LARGE_ALPHA]
+    measured = {f"{r['alpha']:g}": {f: outside.plain(r[f]) for f in (
+        "test_agreement", "logit_relative_difference", "relative_distance", "test_accuracy",
+        "linear_test_accuracy")} for r in rows}
+    agreement = [r["test_agreement"] for r in large]
+    if not large or not all(np.isfinite(agreement)):
+        return Finding(INCONCLUSIVE, measured, expected)
+    return Finding(REPRODUCED if min(agreement) >= AGREEMENT else NOT_REPRODUCED, measured, expected)
+
+
 def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
     """Against α (means over seeds): accuracies of the network (train solid, test dashed) and of
     its trained linearisation (test dotted); the relative distance travelled ‖θ_t − θ0‖/‖θ0‖;
@@ -193,4 +216,8 @@ STUDY = Study(
     measure=measure, summarize=summarize, figure=figure, done={"lazy": ("alpha", "seed")},
     chunks=batched(lambda config: config.batch_size),
     work=lambda config, p: 2 * outside.num_logs(config.steps, config.log_every), kinds=("lazy", "log"), legacy={"match": {"study": "outside"}},
+    claims=(Claim("lazy-linearisation", "App. E",
+                  "Large-alpha networks learn in the lazy regime: the trained network agrees with "
+                  "its trained linearisation.",
+                  check_lazy, scales=("cpu", "paper")),),
     doc=__doc__)

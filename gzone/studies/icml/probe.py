@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import models, probes, training
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import check_alphas, check_positive, field
 from gzone.engine.study import batched
 from gzone.studies.icml._common import outside
@@ -133,6 +134,39 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                    for i, a in enumerate(t["alpha"])]
 
 
+#: "α ≫ 1": the largest probed α must be at least this
+LARGE_ALPHA = 10.0
+#: App. E: features of large-α networks are "only marginally better than those extracted from a
+#: randomly initialized network": probe accuracies within this of each other
+NEAR_RANDOM = 0.03
+#: "features learned within the Goldilocks zone exhibit much better generalizability": α = 1
+#: at least this much above the largest α
+WELL_ABOVE = 0.05
+
+
+def check_probe(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 12 left, App. E: at the largest probed α (≥ ``LARGE_ALPHA``) the probe's test
+    accuracy (mean over seeds) is within ``NEAR_RANDOM`` of random features' and at least
+    ``WELL_ABOVE`` below α = 1's. Inconclusive when the means say so but the seeds' min/max
+    bands of α = 1 and the largest α overlap, or a value is missing."""
+    expected = (f"largest alpha >= {LARGE_ALPHA:g}: |probe - random| <= {NEAR_RANDOM}, "
+                f"probe(alpha = 1) - probe >= {WELL_ABOVE}, seed bands apart")
+    random = next((r for r in rows if r["features"] == "random"), None)
+    trained = [r for r in rows if r["features"] == "trained"
+               and np.isfinite(r["probe_test_accuracy"])]
+    ref = next((r for r in trained if r["alpha"] == 1.0), None)
+    large = max(trained, key=lambda r: r["alpha"], default=None)
+    if (random is None or ref is None or large is None or large["alpha"] < LARGE_ALPHA
+            or not np.isfinite(random["probe_test_accuracy"])):
+        return Finding(INCONCLUSIVE, {"alphas": [r["alpha"] for r in trained]}, expected)
+    acc, acc_random, acc_ref = (r["probe_test_accuracy"] for r in (large, random, ref))
+    measured = {"alpha": large["alpha"], "probe_accuracy": acc, "random_features": acc_random,
+                "alpha_1": acc_ref, "above_random": acc - acc_random, "below_alpha_1": acc_ref - acc}
+    if abs(acc - acc_random) > NEAR_RANDOM or acc_ref - acc < WELL_ABOVE:
+        return Finding(NOT_REPRODUCED, measured, expected)
+    return Finding(REPRODUCED if ref["min"] > large["max"] else INCONCLUSIVE, measured, expected)
+
+
 def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
     """Probe test accuracy on the features of networks trained at each α (solid, min/max band
     over seeds) and of randomly initialised unscaled networks (dashed, band over seeds)."""
@@ -170,4 +204,8 @@ STUDY = Study(
                    group=lambda config, p: p["features"]),
     work=lambda config, p: (outside.num_logs(config.steps, config.log_every)
                             if p["features"] == "trained" else 1), kinds=("probe", "log"), legacy={"match": {"study": "outside"}, "rename": {"probe_seeds": "seeds"}},
+    claims=(Claim("lazy-features", "Fig. 12 left; App. E",
+                  "A linear probe on the features of large-alpha networks does about as well as "
+                  "on random features, and much worse than on those of alpha = 1.",
+                  check_probe, scales=("cpu", "paper")),),
     doc=__doc__)

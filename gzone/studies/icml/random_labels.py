@@ -3,10 +3,12 @@
 The fraction of training samples whose logits are all zero, against the step, for true labels,
 random labels drawn once and random labels redrawn at every step — the training grid of Fig. 8
 (:mod:`gzone.studies.icml._common.grid`) at ``labels_alphas`` and one base
-learning rate ``lr0``, once per label kind. The paper's panel is LeNet-5 on CIFAR-10.
+learning rate ``lr0``, once per label kind. The paper's panel is LeNet-5 on CIFAR-10: the
+``cpu``, ``paper`` and ``lenet5-cifar10`` (= ``paper``: the full training set, 20,000 steps;
+the paper does not state the panel's α or η0) presets.
 
     gzone run icml/random-labels
-    gzone run icml/random-labels --preset paper --data-dir ../shared/data
+    gzone run icml/random-labels --preset lenet5-cifar10 --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import dataclasses
 from typing import Any
 
 from gzone import training
-from gzone.engine import ICML, ConfigError, Study
+from gzone.engine import ICML, Claim, ConfigError, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import check_alphas, check_positive, field
 from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION, grid
 
@@ -37,14 +40,17 @@ class Config(grid.GridConfig):
                                          training.LABELS)
 
 
+#: Fig. 12 right: LeNet-5 on CIFAR-10 at the paper's settings (Sec. 5: full batch, 20,000 steps)
+_LENET5 = {**LENET5_CIFAR10, "n_train": None, "n_test": None, "steps": 20000, "log_every": 100,
+           "labels_alphas": (1.0, 10.0), "batch_size": 8}
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "steps": 40, "log_every": 10,
              "labels_alphas": (1.0,), "batch_size": 4, "zone_samples": 200},
     "default": {},
     "cpu": {**LENET5_CIFAR10, "n_train": 1000, "n_test": 500, "steps": 500, "log_every": 25,
             "labels_alphas": (1.0, 2.0)},
-    "paper": {**LENET5_CIFAR10, "n_train": None, "n_test": None, "steps": 20000, "log_every": 100,
-              "labels_alphas": (1.0, 10.0), "batch_size": 8},
+    "paper": _LENET5,
+    "lenet5-cifar10": _LENET5,
     "lenet300-fashion": {**LENET300_FASHION, "n_train": None, "n_test": None, "steps": 20000,
                          "log_every": 100, "labels_alphas": (1.0, 10.0), "batch_size": 8},
 }
@@ -65,11 +71,56 @@ def points(config: Config, setup: Any) -> list[dict[str, Any]]:
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (labels, α): the largest zero-logit fraction, its step, and the final one."""
-    return [{"labels": labels, "alpha": alpha, "lr0": lr0, "max_zero_logits": float(values.max()),
-             "at_step": int(steps[values.argmax()]), "final_zero_logits": float(values[-1])}
+    """Per (labels, α): the zero-logit fraction at the first log, its largest value and that
+    value's step, the final one and the last step."""
+    return [{"labels": labels, "alpha": alpha, "lr0": lr0, "initial_zero_logits": float(values[0]),
+             "max_zero_logits": float(values.max()), "at_step": int(steps[values.argmax()]),
+             "final_zero_logits": float(values[-1]), "last_step": int(steps[-1])}
             for labels, runs in grid.zero_logit_curves(records).items()
             for (alpha, lr0), (steps, values) in runs.items()]
+
+
+#: Sec. 5 is about networks that can memorise fixed random labels: the runs at α = 1 (every
+#: preset has it; LeNet-5 is untrainable above α = 1.8)
+REFERENCE_ALPHA = 1.0
+#: zero logits "appear": at some log, at least this fraction of the samples has all-zero logits
+APPEAR = 0.05
+#: "this condition arises early in training": its peak within this fraction of the run
+EARLY = 0.5
+#: "and disappears": at the end at most this fraction of the peak is left
+VANISH = 0.1
+#: "it only gets worse" (labels redrawn every step): the end within this fraction of the peak
+WORSE = 0.9
+
+
+def _at(rows: list[dict[str, Any]], labels: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["labels"] == labels and r["alpha"] == REFERENCE_ALPHA), None)
+
+
+def check_zero_logits(rows: list[dict[str, Any]]) -> Finding:
+    """Sec. 5, Fig. 12 right, at α = 1: with fixed random labels zero logits appear (peak ≥
+    ``APPEAR``) early (peak within the first ``EARLY`` of the run) and vanish (final ≤ ``VANISH``
+    × peak); with labels redrawn every step they grow (final ≥ ``WORSE`` × peak and ≥ initial +
+    ``APPEAR``) and end above the fixed labels' final fraction."""
+    expected = (f"at alpha = {REFERENCE_ALPHA:g}: fixed random labels: peak >= {APPEAR} in the "
+                f"first {EARLY:.0%} of the run, final <= {VANISH} x peak; per-step random labels: "
+                f"final >= {WORSE} x peak, >= initial + {APPEAR} and above the fixed labels' final")
+    fixed, per_step = _at(rows, "random-fixed"), _at(rows, "random-per-step")
+    if fixed is None or per_step is None:
+        return Finding(INCONCLUSIVE, {"runs": [f"{r['labels']} alpha={r['alpha']:g}" for r in rows]},
+                       expected)
+    keys = ("initial_zero_logits", "max_zero_logits", "at_step", "final_zero_logits", "last_step")
+    measured = {"random-fixed": {k: fixed[k] for k in keys},
+                "random-per-step": {k: per_step[k] for k in keys}}
+    peak = fixed["max_zero_logits"]
+    fixed_holds = (peak >= APPEAR and fixed["at_step"] <= EARLY * fixed["last_step"]
+                   and fixed["final_zero_logits"] <= VANISH * peak)
+    final = per_step["final_zero_logits"]
+    grows = (final >= WORSE * per_step["max_zero_logits"]
+             and final >= per_step["initial_zero_logits"] + APPEAR
+             and final > fixed["final_zero_logits"])
+    measured.update(fixed_appear_early_and_vanish=fixed_holds, per_step_grow=grows)
+    return Finding(REPRODUCED if fixed_holds and grows else NOT_REPRODUCED, measured, expected)
 
 
 def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
@@ -86,4 +137,9 @@ STUDY = Study(
     measure=grid.measure, summarize=summarize, figure=figure,
     done={"zone": ("alpha", "seed"), "run": ("alpha", "lr0", "seed", "labels")},
     chunks=grid.chunks, work=grid.work, kinds=("zone", "run", "log"),
+    claims=(Claim("zero-logits-random-labels", "Sec. 5; Fig. 12 right",
+                  "Trained on random labels a network develops zero logits early; they vanish "
+                  "when the labels stay fixed (it memorises them) and grow when they are "
+                  "redrawn every step.",
+                  check_zero_logits, scales=("cpu", "paper", "lenet5-cifar10")),),
     doc=__doc__)

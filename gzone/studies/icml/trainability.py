@@ -5,6 +5,8 @@ grid of (α, η0, seed) (:mod:`gzone.studies.icml._common.grid`): heat maps of t
 accuracy, the largest parameter norm (zero-logit and diverged runs marked) and η·‖H‖₂ at
 initialisation (inadmissible above 2), with the zone's α columns (‖G‖₂ > ‖H-term‖₂ at
 initialisation) outlined; and the zero-logit fraction against the step (Fig. 12 right's panel).
+``extra_alphas`` adds α to the log grid: the ``lenet5-cifar10`` preset adds 1.2 … 2.0, where
+Sec. 5 puts LeNet-5's edge of trainability (α = 1.8), which the log grid (1, then 2.15) misses.
 
     gzone run icml/trainability
     gzone run icml/trainability --labels random-per-step
@@ -20,9 +22,17 @@ from typing import Any
 import numpy as np
 
 from gzone import training
-from gzone.engine import ICML, Study
-from gzone.engine.config import check_at_least, check_choice, check_positive, check_range, field
+from gzone.engine import ICML, Claim, Study
+from gzone.engine.config import (
+    check_alphas,
+    check_at_least,
+    check_choice,
+    check_positive,
+    check_range,
+    field,
+)
 from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION, grid
+from gzone.studies.icml._common import grid_claims as gc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +42,8 @@ class Config(grid.GridConfig):
     alpha_min: float = field(0.01, "smallest alpha of the log grid")
     alpha_max: float = field(100.0, "largest alpha of the log grid")
     num_alphas: int = field(7, "alphas on the log grid")
+    extra_alphas: tuple[float, ...] = field((), "alphas added to the log grid, e.g. 1.2,1.4 "
+                                                 "(resolution where an edge lies)")
     lr0_min: float = field(0.003, "smallest base learning rate lr0")
     lr0_max: float = field(3.0, "largest base learning rate lr0")
     num_lr0: int = field(5, "lr0 values on the log grid")
@@ -54,7 +66,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "alpha_min": 0.01, "alpha_max": 100.0, "num_lr0": 5, "lr0_min": 0.003,
                     "lr0_max": 1.0, "steps": 1000, "log_every": 100, "zone_samples": 1000},
     "lenet300-fashion": {**LENET300_FASHION, **_PAPER, "batch_size": 16},
-    "lenet5-cifar10": {**LENET5_CIFAR10, **_PAPER, "batch_size": 8},
+    # Sec. 5: LeNet-5 is untrainable for alpha > 1.8; the log grid's alphas next to 1 are 1 and
+    # 2.15, so alphas in between locate that edge (resolution added, not a tuned grid)
+    "lenet5-cifar10": {**LENET5_CIFAR10, **_PAPER, "batch_size": 8,
+                       "extra_alphas": (1.2, 1.4, 1.6, 1.8, 2.0)},
 }
 
 
@@ -65,11 +80,18 @@ def validate(config: Config) -> None:
     check_positive(config, "alpha_min", "alpha_max")
     check_range(config, "alpha_min", "alpha_max")
     check_at_least(config, "num_alphas")
+    if config.extra_alphas:
+        check_alphas(config, "extra_alphas")
+
+
+def alphas(config: Config) -> list[float]:
+    """The log grid of α with ``extra_alphas`` added, ascending."""
+    grid_alphas = np.geomspace(config.alpha_min, config.alpha_max, config.num_alphas).tolist()
+    return sorted({*grid_alphas, *(float(a) for a in config.extra_alphas)})
 
 
 def points(config: Config, setup: Any) -> list[dict[str, Any]]:
-    alphas = np.geomspace(config.alpha_min, config.alpha_max, config.num_alphas).tolist()
-    return grid.grid_points(config, alphas, grid.lr0_grid(config))
+    return grid.grid_points(config, alphas(config), grid.lr0_grid(config))
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -93,4 +115,27 @@ STUDY = Study(
     measure=grid.measure, summarize=summarize, figure=figure,
     done={"zone": ("alpha", "seed"), "run": ("alpha", "lr0", "seed")},
     chunks=grid.chunks, work=grid.work, kinds=("zone", "run", "log"), legacy={"match": {"study": "trainability", "mode": "grid"}},
+    unused=lambda config: () if config.extra_alphas else ("extra_alphas",),
+    claims=(
+        Claim("staircase", "Fig. 8 left; App. E",
+              "For alpha < 1 the largest base learning rate lr0 that trains grows linearly with "
+              "alpha: a staircase between trainable and divergent runs.",
+              gc.check_staircase, scales=gc.GRID_SCALES),
+        Claim("trained-outside-zone", "Fig. 8; Sec. 5",
+              "Networks initialised outside the Goldilocks zone can train fully: positive "
+              "curvature is not needed to train.",
+              gc.check_trained_outside_zone, scales=gc.GRID_SCALES),
+        Claim("inadmissible-fails", "Fig. 8 right; Sec. 5",
+              "Runs with eta*||H||_2 > 2 at initialisation (inadmissible) mostly fail to train.",
+              gc.check_inadmissible_fails, scales=gc.GRID_SCALES),
+        Claim("too-large-lr", "Fig. 8 middle; Sec. 5",
+              "With too large a learning rate a network diverges or develops over 75 % "
+              "zero-logit samples.",
+              gc.check_too_large_lr, scales=gc.GRID_SCALES),
+        gc.taxonomy_claim(),
+        Claim("lenet5-untrainable", "Sec. 5; Fig. 8 bottom left",
+              "LeNet-5 on CIFAR-10 does not perform above chance for any alpha > 1.8 and any "
+              "learning rate.",
+              gc.check_untrainable_edge, scales=("lenet5-cifar10",)),
+    ),
     doc=__doc__)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from gzone import models, training
-from gzone.engine import ICML, ConfigError, Study
+from gzone.engine import ICML, Claim, ConfigError, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import check_alphas, check_positive, field
 from gzone.engine.study import batched
 from gzone.studies.icml._common import outside
@@ -130,20 +131,71 @@ def departures(records: list[dict[str, Any]], rel_tol: float = DEPARTURE_TOL) ->
         for (alpha, seed), by_step in sorted(scaled.items())}
 
 
+def log_interval(records: list[dict[str, Any]]) -> int | None:
+    """The smallest step between two logs of one run (None with fewer than two logs)."""
+    steps: dict[tuple, set[int]] = {}
+    for r in records:
+        if r.get("kind") == "log":
+            steps.setdefault((r.get("run"), r.get("alpha"), r.get("seed")), set()).add(r["step"])
+    gaps = [int(b - a) for s in steps.values() for a, b in zip(sorted(s), sorted(s)[1:])]
+    return min(gaps, default=None)
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (α, seed) of the scaled networks: the step at which the softmax stopped being uniform,
-    the step at which the network left the USO path, its final train accuracy and divergence."""
-    gone = departures(records)
+    the step at which the network left the USO path, its final train accuracy and divergence,
+    and the steps between logs (both departures are seen at logs only)."""
+    gone, every = departures(records), log_interval(records)
     return [{"alpha": r["alpha"], "seed": r["seed"], "left_uniform_at": r["left_uniform_at"],
              "left_uso_path_at": gone.get((r["alpha"], r["seed"])),
-             "final_train_accuracy": r["final_train_accuracy"], "diverged_at": r["diverged_at"]}
+             "final_train_accuracy": r["final_train_accuracy"], "diverged_at": r["diverged_at"],
+             "log_interval": every}
             for r in records if r.get("kind") == "run" and r["run"] == "scaled"]
 
 
+def _mean_step(values: list[int | None]) -> float:
+    """Mean over seeds of a departure step; a run that never departs counts as infinitely late."""
+    return float(np.mean([np.inf if v is None else v for v in values]))
+
+
+def check_uso_path(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 11 left, Eq. (3): every α-scaled network stays on the USO path while its softmax is
+    uniform — it leaves the path no earlier than one log before its softmax leaves uniform (both
+    departures are seen at logs, each with its own tolerance), and not at all if its softmax
+    stays uniform — and the smaller α, the later it leaves (mean over seeds; never leaving counts
+    as latest): no smaller α leaves earlier than a larger one, and the smallest leaves more than
+    one log later than the largest. Inconclusive with fewer than two α or no departure."""
+    expected = ("no network leaves the USO path more than one log before its softmax leaves "
+                "uniform; departure steps non-increasing in alpha, smallest alpha > one log "
+                "later than the largest")
+    every = next((r["log_interval"] for r in rows if r.get("log_interval")), 0)
+    early = [f"alpha={r['alpha']:g} seed={r['seed']}" for r in rows
+             if r["left_uso_path_at"] is not None and (
+                 r["left_uniform_at"] is None or r["left_uso_path_at"] < r["left_uniform_at"] - every)]
+    by_alpha: dict[float, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_alpha.setdefault(r["alpha"], []).append(r)
+    alphas = sorted(by_alpha)
+    left = [_mean_step([r["left_uso_path_at"] for r in by_alpha[a]]) for a in alphas]
+    measured = {"alphas": alphas, "left_uso_path_at": [outside.plain(v) for v in left],
+                "left_uniform_at": [outside.plain(_mean_step([r["left_uniform_at"] for r in by_alpha[a]]))
+                                    for a in alphas],
+                "log_interval": every, "left_path_while_uniform": early}
+    if early:
+        return Finding(NOT_REPRODUCED, measured, expected)
+    if len(alphas) < 2 or all(np.isinf(left)):
+        return Finding(INCONCLUSIVE, measured, expected)
+    ordered = all(a >= b for a, b in zip(left, left[1:]))
+    if not ordered:
+        return Finding(NOT_REPRODUCED, measured, expected)
+    return Finding(REPRODUCED if left[0] - left[-1] > every else INCONCLUSIVE, measured, expected)
+
+
 def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
-    """‖θ_t‖ of the USO model (black) and ‖θ_t‖/α of the α-scaled networks against the step
-    (log scale), mean over seeds; a dot where a network's softmax stopped being uniform
-    (``left_uniform_at``, seed 0)."""
+    """‖θ_t‖ of the USO model (black, dashed, on top) and ‖θ_t‖/α of the α-scaled networks
+    against the step (log scale), mean over seeds; a dot where a network's softmax stopped being
+    uniform (``left_uniform_at``, seed 0), a cross where the USO model's norm overflowed (its last
+    finite step); the USO model's η0 in the title."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -152,14 +204,20 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     curves = paths(records)
     alphas = sorted({a for run, a in curves if run == "scaled"})
     colors = outside.alpha_colors(alphas)
-    left = {r["alpha"]: r["left_uniform_at"] for r in records
-            if r.get("kind") == "run" and r.get("run") == "scaled" and r.get("seed") == 0}
+    runs = [r for r in records if r.get("kind") == "run"]
+    left = {r["alpha"]: r["left_uniform_at"] for r in runs
+            if r.get("run") == "scaled" and r.get("seed") == 0}
+    uso_runs = [r for r in runs if r.get("run") == "uso"]
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     if not curves:
         outside.empty(ax, "uso log")
     for (run, alpha), (steps, norms) in curves.items():
         if run == "uso":
-            ax.plot(steps, norms, color="black", lw=2.4, label="USO model", zorder=3)
+            ax.plot(steps, norms, color="black", lw=1.8, ls=(0, (4, 2)), label="USO model", zorder=6)
+            over = sorted(r["diverged_at"] for r in uso_runs if r.get("diverged_at") is not None)
+            if over and len(steps):
+                ax.plot([steps[-1]], [norms[-1]], "x", color="black", ms=9, mew=2, zorder=7,
+                        label=f"USO model overflows at step {over[0]} (last finite log)")
             continue
         ax.plot(steps, norms, color=colors[alpha], lw=1.3, label=f"alpha={alpha:.3g}", zorder=4)
         t = left.get(alpha)
@@ -175,6 +233,9 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         handles.append(Line2D([], [], marker="o", ls="", color="grey", mec="white",
                               label="softmax leaves uniform"))
         ax.legend(handles=handles, fontsize=7, loc="upper left")
+    if uso_runs and uso_runs[0].get("lr") is not None:
+        eta = rf"$\eta_0$ = {uso_runs[0]['lr']:.3g} (networks: $\eta_0\,\alpha^{{2-L}}$)"
+        title = f"{title}\n{eta}" if title else eta
     return finish(fig, title, path_stem)
 
 
@@ -186,4 +247,8 @@ STUDY = Study(
     done={"run": ("run", "alpha", "seed")},
     chunks=batched(lambda config: config.batch_size, group=lambda config, p: (p["seed"], p["run"])),
     work=lambda config, p: outside.num_logs(config.steps, config.log_every), kinds=("run", "log"), legacy={"match": {"study": "outside"}},
+    claims=(Claim("uso-path", "Fig. 11 left; Eq. (3); App. E",
+                  "Small-alpha networks follow the USO path while their softmax is uniform, and "
+                  "leave it later the smaller alpha.",
+                  check_uso_path),),
     doc=__doc__)

@@ -26,9 +26,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gzone import curvature, metrics, training
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import check_at_least, check_positive, field
 from gzone.engine.study import point_key
+from gzone.engine.summary import spearman
 from gzone.studies.icml._common import outside
 
 
@@ -183,6 +185,43 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         (r for r in records if r.get("kind") == "retrain"), key=lambda r: (r["seed"], r["uso_step"]))]
 
 
+#: Fig. 11 right: cos(θ_t, θ0) falls and cos(θ_t, −g_t) rises along the path — a Spearman rank
+#: correlation with t of at most minus / at least this
+TREND = 0.8
+#: App. E: the rotation "significantly affects its trainability even after fixing its magnitude":
+#: the retrained training error at the path's last point exceeds that at t = 0 by at least this
+ERROR_RISE = 0.05
+
+
+def check_rotation(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 11 right: for every seed, along the USO path cos(θ_t, θ0) falls and cos(θ_t, −g_t)
+    rises (Spearman ρ with t ≤ −``TREND`` / ≥ ``TREND``) and the training error GD reaches from
+    the rescaled point grows by at least ``ERROR_RISE`` from t = 0 to the last point.
+    Inconclusive when a seed has fewer than 3 points."""
+    expected = (f"per seed: Spearman(t, cos(theta_t, theta_0)) <= -{TREND}, Spearman(t, "
+                f"cos(theta_t, -g_t)) >= {TREND}, retrained error rises by >= {ERROR_RISE}")
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], []).append(r)
+    measured: dict[str, Any] = {"seeds": sorted(by_seed), "uso_steps": [], "spearman_cos_init": [],
+                                "spearman_cos_neg_gradient": [], "error_first_last": []}
+    holds = []
+    for seed in sorted(by_seed):
+        path = sorted(by_seed[seed], key=lambda r: r["uso_step"])
+        t = [r["uso_step"] for r in path]
+        rho_init = spearman(t, [r["cos_param_init"] for r in path])
+        rho_neg = spearman(t, [r["cos_param_neg_gradient"] for r in path])
+        error = [path[0]["train_error"], path[-1]["train_error"]]
+        measured["uso_steps"].append([t[0], t[-1]])
+        measured["spearman_cos_init"].append(outside.plain(rho_init))
+        measured["spearman_cos_neg_gradient"].append(outside.plain(rho_neg))
+        measured["error_first_last"].append(error)
+        holds.append(rho_init <= -TREND and rho_neg >= TREND and error[1] - error[0] >= ERROR_RISE)
+    if not by_seed or any(len(rs) < 3 for rs in by_seed.values()):
+        return Finding(INCONCLUSIVE, measured, expected)
+    return Finding(REPRODUCED if all(holds) else NOT_REPRODUCED, measured, expected)
+
+
 def retrain_curves(records: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """field -> (USO steps, mean over seeds) of the cosines and the retrained train error."""
     rows: dict[str, dict[int, list[float]]] = {}
@@ -239,4 +278,8 @@ STUDY = Study(
     measure=measure, summarize=summarize, figure=figure, finished=finished,
     work=lambda config, p: config.retrain_points * (1 + outside.num_logs(
         config.retrain_steps, retrain_log_every(config))), kinds=("retrain",), legacy={"match": {"study": "outside"}},
+    claims=(Claim("uso-rotation", "Fig. 11 right; App. E",
+                  "Along the USO path cos(theta_t, theta_0) falls, cos(theta_t, -g_t) rises, and "
+                  "the training error reached from the rescaled point grows.",
+                  check_rotation),),
     doc=__doc__)

@@ -283,7 +283,11 @@ def zero_logit_curves(records: list[dict[str, Any]]) -> dict:
 
 def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per α: whether it is in the zone, the outcome counts of its runs, the best train and test
-    accuracy over η0 and the largest η0 whose runs train."""
+    accuracy over η0, the largest η0 whose runs train and the next η0 tried above it (the
+    staircase edge of Fig. 8 left lies between the two; None when the largest η0 trains), the
+    runs inadmissible at initialisation (η·‖H‖₂ > 2, Fig. 8 right) and how many of them fail,
+    and the runs above the largest trained η0 and how many of them diverge or end with zero
+    logits (Fig. 8 middle)."""
     table = run_table(records)
     zone = zone_alphas(records)
     out = []
@@ -292,9 +296,18 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         trained = [lr0 for j, lr0 in enumerate(table["lr0"]) if table["trained"][i, j] > 0.5]
         finite = lambda row: row[np.isfinite(row)]  # noqa: E731
         best_train, best_test = finite(table["max_train_accuracy"][i]), finite(table["max_test_accuracy"][i])
+        edge = max(trained) if trained else None
+        above = [] if edge is None else [r for r in runs if r["lr0"] > edge]
+        inadmissible = [r for r in runs if number(r.get("lr_sharpness")) > ADMISSIBLE]
         out.append({"alpha": float(alpha), "zone": zone.get(alpha),
                     **{o: sum(r["outcome"] == o for r in runs) for o in OUTCOMES},
                     "best_train": float(best_train.max()) if best_train.size else None,
                     "best_test": float(best_test.max()) if best_test.size else None,
-                    "largest_trained_lr0": float(max(trained)) if trained else None})
+                    "largest_trained_lr0": None if edge is None else float(edge),
+                    "next_lr0": min((float(r["lr0"]) for r in above), default=None),
+                    "inadmissible": len(inadmissible),
+                    "inadmissible_failed": sum(r["outcome"] != "trained" for r in inadmissible),
+                    "above_edge": len(above),
+                    "above_edge_diverged_or_zero": sum(r["outcome"] in ("diverged", "zero-logits")
+                                                       for r in above)})
     return out

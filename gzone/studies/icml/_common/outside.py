@@ -93,6 +93,11 @@ def best(values: np.ndarray) -> float:
     return float(values[ok].max()) if ok.any() else float("nan")
 
 
+def plain(value: float | None) -> float | None:
+    """A number as a report shows it: a float, None when missing or not finite."""
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
 def alpha_colors(alphas: list[float], name: str = "viridis") -> dict[float, tuple]:
     """One colour of a sequential colormap per α (ends trimmed)."""
     import matplotlib as mpl
