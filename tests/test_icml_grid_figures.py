@@ -118,6 +118,23 @@ def test_fig8_marks_zero_logits_divergence_and_inadmissible_cells():
     assert fig.legends and len(fig.legends[0].get_texts()) == 4
 
 
+def test_fig8_outlines_the_d_plane_zone_and_the_full_space_one_apart():
+    recs = grid_records()
+    for r in recs:
+        if r["kind"] == "zone":  # the d-plane zone narrower than the full-space one
+            r.update(in_zone_projected=r["alpha"] == 1.0, zone_dim=50)
+    assert trainability.zone_alphas(recs) == {a: a == 1.0 for a in ALPHAS}
+    assert trainability.zone_alphas(recs, "full") == {a: 0.1 <= a <= 10 for a in ALPHAS}
+    fig = training.fig8_figure(recs)
+    strip = [p for p in fig.axes[0].patches if p.get_gid() == training.STRIP_GID]
+    full = [p for p in fig.axes[0].patches if p.get_gid() == training.STRIP_FULL_GID]
+    assert [p.alphas for p in strip] == [[1.0]] and [p.alphas for p in full] == [[0.1, 1.0, 10.0]]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("d = 50 plane" in t for t in texts) and any("full space" in t for t in texts)
+    rows = {r["alpha"]: r for r in trainability.rows(recs)}
+    assert rows[0.1]["zone"] is False and rows[0.1]["zone_full_space"] is True
+
+
 def test_fig8_without_zone_single_alpha_and_nan_cells():
     fig = training.fig8_figure(grid_records(alphas=(1.0,), lr0s=(0.1,), zone=False))
     assert len(fig.axes) == 6 and not _gids(fig, training.STRIP_GID)

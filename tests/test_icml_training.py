@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_curvature import dense_terms, tiny_problem
@@ -80,6 +81,14 @@ def test_zone_norms_equal_dense_spectral_norms():
         want = np.abs(np.linalg.eigvalsh((matrix + matrix.T) / 2)).max()
         assert got[name] == pytest.approx(want, rel=1e-8), name
     assert got["in_zone"] == (got["gterm_norm"] > got["hterm_norm"])
+    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(h.shape[0], 5)))[0]
+    got = grid.zone_norms(setup, params, num_samples=None, chunk_size=None,
+                          basis=jnp.asarray(basis, x.dtype))
+    for name, matrix in (("hessian", h), ("gterm", g), ("hterm", ht)):  # Fig. 2's d-plane
+        want = np.abs(np.linalg.eigvalsh(basis.T @ matrix @ basis)).max()
+        assert got[f"{name}_norm_projected"] == pytest.approx(want, rel=1e-8), name
+    assert got["zone_dim"] == 5 and got["in_zone_projected"] == (
+        got["gterm_norm_projected"] > got["hterm_norm_projected"])
 
 
 def _same(got, want, *, values=True):

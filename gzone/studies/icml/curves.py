@@ -38,7 +38,7 @@ _PAPER = {**LENET300_FASHION, "n_train": None, "n_test": None, "num_lr0": 10, "l
           "lr0_max": 3.0, "steps": 20000, "log_every": 100, "batch_size": 16,
           "curve_alphas": (0.01, 1.0, 1000.0)}
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "num_lr0": 2, "lr0_min": 0.03,
+    "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "zone_dim": 10, "num_lr0": 2, "lr0_min": 0.03,
              "lr0_max": 0.3, "steps": 40, "log_every": 20, "zone_samples": 200,
              "curve_alphas": (0.1, 10.0), "batch_size": 4},
     "default": {},
@@ -81,6 +81,7 @@ STUDY = Study(
     measure=grid.measure, summarize=summarize, figure=figure,
     done={"zone": ("alpha", "seed"), "run": ("alpha", "lr0", "seed")},
     chunks=grid.chunks, work=grid.work, kinds=("zone", "run", "log"), legacy={"match": {"study": "trainability", "mode": "curves"}},
+    unused=grid.unused_fields,
     claims=(
         gc.taxonomy_claim(("default", "cpu", "paper", "lenet300-fashion")),
         Claim("large-alpha-accuracy", "Fig. 9 right; App. E",

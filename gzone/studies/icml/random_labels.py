@@ -44,7 +44,7 @@ class Config(grid.GridConfig):
 _LENET5 = {**LENET5_CIFAR10, "n_train": None, "n_test": None, "steps": 20000, "log_every": 100,
            "labels_alphas": (1.0, 10.0), "batch_size": 8}
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "steps": 40, "log_every": 10,
+    "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "zone_dim": 10, "steps": 40, "log_every": 10,
              "labels_alphas": (1.0,), "batch_size": 4, "zone_samples": 200},
     "default": {},
     "cpu": {**LENET5_CIFAR10, "n_train": 1000, "n_test": 500, "steps": 500, "log_every": 25,
@@ -137,6 +137,7 @@ STUDY = Study(
     measure=grid.measure, summarize=summarize, figure=figure,
     done={"zone": ("alpha", "seed"), "run": ("alpha", "lr0", "seed", "labels")},
     chunks=grid.chunks, work=grid.work, kinds=("zone", "run", "log"),
+    unused=grid.unused_fields,
     claims=(Claim("zero-logits-random-labels", "Sec. 5; Fig. 12 right",
                   "Trained on random labels a network develops zero logits early; they vanish "
                   "when the labels stay fixed (it memorises them) and grow when they are "

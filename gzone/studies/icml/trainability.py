@@ -54,7 +54,7 @@ class Config(grid.GridConfig):
 _PAPER = {"n_train": None, "n_test": None, "num_alphas": 13, "alpha_min": 0.01, "alpha_max": 100.0,
           "num_lr0": 10, "lr0_min": 0.001, "lr0_max": 3.0, "steps": 20000, "log_every": 100}
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "num_alphas": 3, "num_lr0": 2,
+    "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "zone_dim": 10, "num_alphas": 3, "num_lr0": 2,
              "alpha_min": 0.1, "alpha_max": 10.0, "lr0_min": 0.03, "lr0_max": 0.3, "steps": 40,
              "log_every": 20, "zone_samples": 200, "batch_size": 4},
     "default": {},
@@ -115,7 +115,8 @@ STUDY = Study(
     measure=grid.measure, summarize=summarize, figure=figure,
     done={"zone": ("alpha", "seed"), "run": ("alpha", "lr0", "seed")},
     chunks=grid.chunks, work=grid.work, kinds=("zone", "run", "log"), legacy={"match": {"study": "trainability", "mode": "grid"}},
-    unused=lambda config: () if config.extra_alphas else ("extra_alphas",),
+    unused=lambda config: grid.unused_fields(config) + (() if config.extra_alphas
+                                                         else ("extra_alphas",)),
     claims=(
         Claim("staircase", "Fig. 8 left; App. E",
               "For alpha < 1 the largest base learning rate lr0 that trains grows linearly with "

@@ -58,6 +58,14 @@ class GridConfig(TrainTestConfig):
     zone_samples: int | None = field(2000, "training samples of the zone's ||G||_2, ||H-term||_2 "
                                            "at init (none: all)")
     batch_size: int = field(64, "runs vmapped together (memory bound)")
+    zone_dim: int = field(50, "d of the zone's projected measurement, as the paper's Fig. 2 "
+                              "(d = 50, an orthonormal basis per seed); 0: full space only")
+
+
+def unused_fields(config: Any) -> tuple[str, ...]:
+    """``zone_dim`` is not part of a directory's identity while 0 (directories written before it
+    existed resume with ``--zone-dim 0``)."""
+    return ("zone_dim",) if config.zone_dim == 0 else ()
 
 
 def validate_grid(config: Any) -> None:
@@ -65,6 +73,7 @@ def validate_grid(config: Any) -> None:
     check_train_test(config)
     check_choice(config, "optimizer", training.OPTIMIZERS)
     check_at_least(config, "steps", "log_every", "seeds", "batch_size", "zone_samples")
+    check_at_least(config, "zone_dim", minimum=0)
     if config.log_every > config.steps:
         raise ConfigError("log_every", f"{{name}}={config.log_every} exceeds {{other}}="
                                        f"{config.steps}", other="steps")
@@ -83,8 +92,12 @@ def lr0_grid(config: Any) -> list[float]:
 
 
 def prepare(config: Any, data_dir: str | None) -> engine_setup.Setup:
-    """The homogeneous model on ``n_train`` training samples, with ``n_test`` test samples."""
-    return engine_setup.load_train_test(config, data_dir)
+    """The homogeneous model on ``n_train`` training samples, with ``n_test`` test samples (and
+    ``zone_dim`` <= P)."""
+    setup = engine_setup.load_train_test(config, data_dir)
+    if getattr(config, "zone_dim", 0):
+        engine_setup.check_dim(setup, config.zone_dim, name="zone_dim")
+    return setup
 
 
 def grid_points(config: Any, alphas: list[float], lr0s: list[float],
@@ -115,20 +128,29 @@ chunks = batched(lambda config: config.batch_size,
 
 
 def zone_norms(setup: engine_setup.Setup, params: Any, *, num_samples: int | None,
-               chunk_size: int | None, num_iters: int = 30) -> dict[str, float]:
+               chunk_size: int | None, num_iters: int = 30, basis: Any = None) -> dict[str, Any]:
     """‖G‖₂, ‖H-term‖₂ and ‖H‖₂ at ``params`` on the first ``num_samples`` training samples
-    (largest-magnitude Ritz values, Lanczos), and whether ‖G‖₂ > ‖H-term‖₂ (the zone, Sec. 4)."""
+    (largest-magnitude Ritz values, Lanczos), and whether ‖G‖₂ > ‖H-term‖₂ (the zone, Sec. 4).
+    With a (P, d) ``basis``, also the spectral norms of the projected Rᵀ G R and Rᵀ H-term R and
+    their verdict (``*_projected``, ``in_zone_projected``): the zone as the paper's Fig. 2 sees it."""
     n = len(setup.x) if num_samples is None else min(num_samples, len(setup.x))
     batches = curvature.prepare_batches(setup.model.apply, params, setup.x[:n], setup.y[:n],
                                         chunk_size)
     dim = setup.num_params
-    out = {}
+    out: dict[str, Any] = {}
     for term, name in (("gterm", "gterm_norm"), ("hterm", "hterm_norm"), ("hessian", "hessian_norm")):
         op = curvature.operator(term, setup.model.apply, params, batches)
         res = lanczos.eigsh(op, dim, 1, key=jax.random.key(0), num_iters=min(num_iters, dim),
                             which="LM")
         out[name] = abs(float(res.eigenvalues[0]))
     out["in_zone"] = bool(out["gterm_norm"] > out["hterm_norm"])
+    if basis is not None:
+        mats = curvature.projected(setup.model.apply, params, basis, setup.x[:n], setup.y[:n],
+                                   chunk_size=chunk_size)
+        for term, mat in (("gterm", mats.gterm), ("hterm", mats.hterm), ("hessian", mats.hessian)):
+            out[f"{term}_norm_projected"] = float(jnp.max(jnp.abs(jnp.linalg.eigvalsh(mat))))
+        out["in_zone_projected"] = bool(out["gterm_norm_projected"] > out["hterm_norm_projected"])
+        out["zone_dim"] = int(basis.shape[1])
     return out
 
 
@@ -169,10 +191,15 @@ def measure(ctx: Context, chunk: list[Point]):
     thetas = ctx.cached("thetas", lambda: {s: engine_setup.seed_params(setup, config.init, s)
                                            for s in range(config.seeds)})
     if chunk[0]["kind"] == "zone":
+        dim = getattr(config, "zone_dim", 0)
         for p in chunk:
             theta = models.scale(thetas[p["seed"]], p["alpha"])
+            seed = p["seed"]
+            basis = None if not dim else ctx.cached(("zone-basis", seed), lambda seed=seed: (
+                engine_setup.seed_state(setup, seed, dim=dim, basis="orthonormal",
+                                        init=config.init)[1]))
             yield [{**p, **zone_norms(setup, theta, num_samples=config.zone_samples,
-                                      chunk_size=config.chunk_size)}]
+                                      chunk_size=config.chunk_size, basis=basis)}]
         return
     labels = chunk[0].get("labels", getattr(config, "labels", "true"))
     sharpness = getattr(config, "sharpness", False)
@@ -225,12 +252,18 @@ def run_table(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {"alpha": np.asarray(a_values), "lr0": np.asarray(r_values), **table}
 
 
-def zone_alphas(records: list[dict[str, Any]]) -> dict[float, bool]:
-    """α -> whether ‖G‖₂ > ‖H-term‖₂ at initialisation for the majority of seeds."""
+def zone_alphas(records: list[dict[str, Any]], space: str = "auto") -> dict[float, bool]:
+    """α -> whether ‖G‖₂ > ‖H-term‖₂ at initialisation for the majority of seeds, in the d-plane
+    of Fig. 2 (``space="projected"``) or the full space (``"full"``); ``"auto"``: projected where
+    the records have it (the paper's Fig. 8 strip refers to Fig. 2), else full."""
+    zone = [r for r in records if r.get("kind") == "zone"]
+    if space == "auto":
+        space = "projected" if zone and all("in_zone_projected" in r for r in zone) else "full"
+    key = "in_zone_projected" if space == "projected" else "in_zone"
     votes: dict[float, list[bool]] = {}
-    for r in records:
-        if r.get("kind") == "zone":
-            votes.setdefault(r["alpha"], []).append(bool(r["in_zone"]))
+    for r in zone:
+        if key in r:
+            votes.setdefault(r["alpha"], []).append(bool(r[key]))
     return {a: sum(v) > len(v) / 2 for a, v in sorted(votes.items())}
 
 
@@ -289,7 +322,7 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     and the runs above the largest trained η0 and how many of them diverge or end with zero
     logits (Fig. 8 middle)."""
     table = run_table(records)
-    zone = zone_alphas(records)
+    zone, full = zone_alphas(records), zone_alphas(records, "full")
     out = []
     for i, alpha in enumerate(table["alpha"]):
         runs = [r for r in records if r.get("kind") == "run" and r["alpha"] == alpha]
@@ -300,6 +333,7 @@ def rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         above = [] if edge is None else [r for r in runs if r["lr0"] > edge]
         inadmissible = [r for r in runs if number(r.get("lr_sharpness")) > ADMISSIBLE]
         out.append({"alpha": float(alpha), "zone": zone.get(alpha),
+                    "zone_full_space": full.get(alpha),
                     **{o: sum(r["outcome"] == o for r in runs) for o in OUTCOMES},
                     "best_train": float(best_train.max()) if best_train.size else None,
                     "best_test": float(best_test.max()) if best_test.size else None,

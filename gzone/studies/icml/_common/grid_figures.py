@@ -37,6 +37,10 @@ INADMISSIBLE_GID = "inadmissible"
 #: the strip's outline: white with a black rim, legible on every colour map and overlay
 STRIP_STYLE = {"facecolor": "none", "edgecolor": "white", "lw": 2.2, "zorder": 4, "clip_on": False,
                "path_effects": [patheffects.withStroke(linewidth=4.5, foreground="black")]}
+#: the full-space zone, where the records also have the d-plane one: a dashed rim inside it
+STRIP_FULL_GID = "goldilocks-full-space"
+STRIP_FULL_STYLE = {"facecolor": "none", "edgecolor": "black", "lw": 1.2, "ls": (0, (3, 2)),
+                    "zorder": 5, "clip_on": False}
 ZERO_LOGITS_COLOR = "#7fdbff"  # azure
 INADMISSIBLE_COLOR = "#ff8fc8"  # pink
 ALPHA_LABEL = r"initialization scale $\alpha$ (alpha)"
@@ -84,7 +88,8 @@ def _cells(ax: plt.Axes, mask: np.ndarray, gid: str, **style) -> int:
     return count
 
 
-def _strip(ax: plt.Axes, alphas: np.ndarray, in_zone: np.ndarray, num_lr0: int) -> None:
+def _strip(ax: plt.Axes, alphas: np.ndarray, in_zone: np.ndarray, num_lr0: int,
+           style: dict | None = None, gid: str = "goldilocks") -> None:
     """The Goldilocks strip: one outlined rectangle per run of adjacent in-zone α columns."""
     i = 0
     while i < len(alphas):
@@ -94,15 +99,16 @@ def _strip(ax: plt.Axes, alphas: np.ndarray, in_zone: np.ndarray, num_lr0: int) 
         k = i
         while k + 1 < len(alphas) and in_zone[k + 1]:
             k += 1
-        patch = Rectangle((i - 0.5, -0.5), k - i + 1, num_lr0, gid=STRIP_GID, **STRIP_STYLE)
+        patch = Rectangle((i - 0.5, -0.5), k - i + 1, num_lr0, gid=gid, **(style or STRIP_STYLE))
         patch.alphas = [float(a) for a in alphas[i:k + 1]]
         ax.add_patch(patch)
         i = k + 1
 
 
-def _zone_columns(records: list[Record], alphas: np.ndarray) -> np.ndarray:
-    """Whether each α of ``alphas`` is in the zone (False where no zone record was written)."""
-    zone = grid.zone_alphas(records).items()
+def _zone_columns(records: list[Record], alphas: np.ndarray, space: str = "auto") -> np.ndarray:
+    """Whether each α of ``alphas`` is in the zone (False where no zone record was written), as
+    :func:`grid.zone_alphas` says in ``space``."""
+    zone = grid.zone_alphas(records, space).items()
     return np.array([any(inside and np.isclose(a, alpha, rtol=1e-9, atol=0) for a, inside in zone)
                      for alpha in alphas], bool)
 
@@ -115,7 +121,11 @@ def fig8_figure(records: list[Record], *, title: str | None = None,
     inadmissible); the Goldilocks zone's α columns outlined. Blank cells: not run."""
     table = grid.run_table(records)
     alphas, lr0s = table["alpha"], table["lr0"]
+    zone_records = [r for r in records if r.get("kind") == "zone"]
+    projected = bool(zone_records) and all("in_zone_projected" in r for r in zone_records)
     in_zone = _zone_columns(records, alphas)
+    in_full = _zone_columns(records, alphas, "full") if projected else np.zeros(len(alphas), bool)
+    zone_dim = next((r.get("zone_dim") for r in zone_records), None)
     fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3 + 1.2, 3.9))
     panels = (("max_train_accuracy", "max train accuracy", "viridis"),
               ("max_parameter_norm", r"max parameter norm $\|\theta\|$", "magma"),
@@ -152,10 +162,15 @@ def fig8_figure(records: list[Record], *, title: str | None = None,
                     ax, values > grid.ADMISSIBLE, INADMISSIBLE_GID,
                     facecolor=INADMISSIBLE_COLOR, edgecolor="none", zorder=2)
         _strip(ax, alphas, in_zone, len(lr0s))
+        _strip(ax, alphas, in_full, len(lr0s), STRIP_FULL_STYLE, STRIP_FULL_GID)
     handles = []
+    where = f"d = {zone_dim} plane, as Fig. 2" if projected else "full space"
     if in_zone.any():
         handles.append(Patch(**{k: v for k, v in STRIP_STYLE.items() if k != "zorder"},
-                             label=r"Goldilocks zone ($\|G\|_2 > \|H_*\|_2$ at init)"))
+                             label=rf"Goldilocks zone ($\|G\|_2 > \|H_*\|_2$ at init, {where})"))
+    if in_full.any():
+        handles.append(Patch(**{k: v for k, v in STRIP_FULL_STYLE.items() if k != "zorder"},
+                             label="the zone in full space (Lanczos)"))
     if marks[ZERO_LOGITS_GID]:
         handles.append(Patch(facecolor=ZERO_LOGITS_COLOR, label=(
             f"> {grid.ZERO_LOGIT_MARK:.0%} zero-logit samples at the end")))
@@ -167,7 +182,7 @@ def fig8_figure(records: list[Record], *, title: str | None = None,
             rf"inadmissible: $\eta\,\|H\|_2 > {grid.ADMISSIBLE:g}$")))
     if handles:  # below the panels (tight_layout leaves figure legends alone; savefig keeps it)
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=len(handles), fontsize=8, frameon=False)
+                   ncol=min(len(handles), 3), fontsize=8, frameon=False)
     return finish(fig, title, path_stem)
 
 
