@@ -16,7 +16,8 @@ import dataclasses
 from typing import Any
 
 from gzone import data, models, subspace
-from gzone.engine import FORT, ConfigError, Study
+from gzone.engine import FORT, Claim, ConfigError, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE
 from gzone.engine.config import (
     check_at_least,
     check_choice,
@@ -26,6 +27,7 @@ from gzone.engine.config import (
     parse_dataset,
 )
 from gzone.engine.setup import check_dim
+from gzone.studies.fort import _claims as claims
 from gzone.studies.fort import _common as common
 
 
@@ -194,6 +196,35 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     return finish(fig, title, path_stem)
 
 
+def check_every_architecture(rows: list[dict[str, Any]]) -> Finding:
+    """Obs. 3, Fig. 4: every network on every dataset has a zone — Tr H_d/‖H_d‖_F peaks above 1
+    and the fraction of positive eigenvalues above 1/2 (above the binomial noise), each inside the
+    radius grid in a band closed on both sides (:func:`claims.band_verdict`)."""
+    expected = (f"for every network x dataset: Tr H/||H|| peaks above "
+                f"{claims.TRACE_RATIO_MIN} and the positive-eigenvalue excess above {claims.NOISE_Z} binomial sd, inside the radius "
+                f"grid, each band (>= {claims.BAND_FRACTION} x peak) closing before both grid ends")
+    networks = sorted({(r.get("dataset"), r.get("label")) for r in rows if "label" in r},
+                      key=str)
+    measured: dict[str, Any] = {}
+    verdicts = []
+    for dataset, label in networks:
+        eigen = claims.plane_curves(rows, "positive_eigenvalues", dataset=dataset, label=label)
+        ratio = claims.plane_curves(rows, "trace_over_frobenius", dataset=dataset, label=label)
+        found = []
+        for dim, (x, y, seeds) in eigen.items():
+            e_band = claims.find_band(x, claims.eigenvalue_excess(y))
+            r_band = claims.find_band(*ratio[dim][:2])
+            found += [claims.band_verdict(e_band, noise=claims.fraction_noise(dim, seeds)),
+                      claims.band_verdict(r_band, minimum=claims.TRACE_RATIO_MIN)]
+            measured[f"{label} on {dataset}"] = {
+                "dim": dim, "trace_ratio": r_band.summary() if r_band else None,
+                "excess": e_band.summary() if e_band else None, "verdict": claims.worst(found)}
+        verdicts.append(claims.worst(found))
+    if not networks:
+        return Finding(INCONCLUSIVE, {"networks": 0}, expected)
+    return Finding(claims.worst(verdicts), measured, expected)
+
+
 STUDY = Study(
     name="fort/architectures", paper=FORT, reproduces="Fig. 4",
     title="the radius sweep for several architectures and datasets",
@@ -201,4 +232,9 @@ STUDY = Study(
     measure=measure, summarize=summarize, figure=figure,
     done={"plane": ("architecture", "dataset", "radius_factor", "seed")}, growable=("seeds",),
     legacy={"match": {"study": "fort"}},
+    claims=(Claim("every-architecture", "Obs. 3; Fig. 4",
+                  "The excess of positive curvature in a band of radii appears for fully-connected "
+                  "networks of several widths and depths, ReLU and tanh, with and without biases, "
+                  "on MNIST and CIFAR-10, and similarly for a CNN.", check_every_architecture,
+                  scales=("cpu", "paper")),),
     doc=__doc__)

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import hypersurface
-from gzone.engine import FORT, ConfigError, Study
+from gzone.engine import FORT, Claim, ConfigError, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import (
     check_alphas,
     check_at_least,
@@ -41,9 +42,20 @@ from gzone.engine.config import (
     field,
 )
 from gzone.engine.setup import check_dim, stream_key
+from gzone.studies.fort import _claims as claims
 from gzone.studies.fort import _common as common
 
 SURFACES = ("hyperplane", "hypersphere")
+#: a d "depends on the radius" when its mean final test accuracy varies over the radii by at least
+#: this much (ten accuracy points: well above the seeds' spread of the means)
+SPREAD_MIN = 0.1
+#: "near the zone": within this factor of the Xavier radius, which lies in the zone (concl. 7)
+NEAR_ZONE = 3.0
+#: a hyperplane "trains" when its mean test accuracy at the Xavier radius reaches this fraction
+#: of the full-space one; "low variance": a standard deviation over seeds of at most STD_MAX
+#: (three accuracy points; the paper gives no number)
+TRAINED_FRACTION = 0.5
+STD_MAX = 0.03
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +70,8 @@ class Config(common.NetworkConfig):
     hs_radii: tuple[float, ...] = field((0.1, 0.3, 1.0, 3.0, 10.0), "radius factors (1 = Xavier: "
                                         "the full-space baseline)")
     hs_lr: float = field(0.01, "Adam learning rate on theta_hat (minibatches)")
-    hs_epochs: int = field(10, "epochs of minibatch Adam (the paper states 10 epochs for its "
-                                "Fig. 6 runs, no budget for Fig. 2)")
+    hs_epochs: int = field(10, "epochs of minibatch Adam on theta_hat (default 10; the paper "
+                                "does not give its number of epochs for Fig. 2)")
     hs_batch: int = field(100, "minibatch size")
     hs_fraction: float = field(0.9, "intrinsic dimension = smallest d reaching this fraction of "
                                     "the full-space test accuracy at the Xavier radius (0 < f <= 1)")
@@ -155,14 +167,19 @@ def measure(ctx, chunk):
         yield records
 
 
-def accuracy_table(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, float]]:
-    """(surface, d) -> {radius factor: mean final test accuracy over seeds}."""
+def _accuracies(records: list[dict[str, Any]]) -> dict[tuple[str, int, float], list[float]]:
+    """(surface, d, radius factor) -> the seeds' final test accuracies."""
     groups: dict[tuple[str, int, float], list[float]] = {}
     for r in records:
         if r.get("kind") == "hypersurface" and r.get("final_test_accuracy") is not None:
             groups.setdefault((r["surface"], r["dim"], r["radius_factor"]), []).append(r["final_test_accuracy"])
+    return groups
+
+
+def accuracy_table(records: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, float]]:
+    """(surface, d) -> {radius factor: mean final test accuracy over seeds}."""
     table: dict[tuple[str, int], dict[float, float]] = {}
-    for (surface, dim, factor), values in sorted(groups.items()):
+    for (surface, dim, factor), values in sorted(_accuracies(records).items()):
         table.setdefault((surface, dim), {})[factor] = float(np.mean(values))
     return table
 
@@ -196,14 +213,24 @@ def intrinsic_dimension(records: list[dict[str, Any]],
     return out
 
 
+def radius_key(factor: float) -> str:
+    """The summary column of the radius factor ``factor``: ``r=<factor>r_X``."""
+    return f"r={factor:g}r_X"
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (surface, d): the mean final test accuracy at each radius factor; then per surface the
-    intrinsic dimension at each radius (at the records' ``hs_fraction``)."""
-    rows = [{"surface": surface, "dim": dim, **{f"r={f:g}r_X": acc for f, acc in accs.items()}}
+    """Per (surface, d): the mean final test accuracy at each radius factor, the seeds and the
+    standard deviation over seeds at the Xavier radius; then per surface the intrinsic dimension
+    at each radius (at the records' ``hs_fraction``)."""
+    seeds = _accuracies(records)
+    rows = [{"surface": surface, "dim": dim, **{radius_key(f): acc for f, acc in accs.items()},
+             "seeds": len(seeds.get((surface, dim, 1.0), [])),
+             "std_at_xavier": float(np.std(seeds[(surface, dim, 1.0)], ddof=1))
+             if len(seeds.get((surface, dim, 1.0), [])) > 1 else None}
             for (surface, dim), accs in accuracy_table(records).items()]
     fraction = recorded_fraction(records)
     return rows + [{"surface": surface, "dim": f"intrinsic ({fraction:.0%})",
-                    **{f"r={f:g}r_X": d for f, d in sorted(by_radius.items())}}
+                    **{radius_key(f): d for f, d in sorted(by_radius.items())}}
                    for surface, by_radius in intrinsic_dimension(records).items()]
 
 
@@ -253,10 +280,89 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     return finish(fig, title, path_stem)
 
 
+def _by_radius(row: dict[str, Any]) -> dict[float, Any]:
+    """A summary row's ``r=<factor>r_X`` columns as {radius factor: value}, ascending."""
+    return dict(sorted((float(k[2:-3]), v) for k, v in row.items()
+                       if k.startswith("r=") and k.endswith("r_X")))
+
+
+def _near_zone(factor: float) -> bool:
+    return 1 / NEAR_ZONE <= factor <= NEAR_ZONE
+
+
+def check_radius_dependence(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 2, concl. 3–4: on each surface, every d whose accuracy varies over the radii by at
+    least ``SPREAD_MIN`` trains best at a radius near the zone (within ``NEAR_ZONE`` of r_X), and
+    the intrinsic dimension varies with the radius, smallest near the zone (a d never reached
+    counts as larger than every d)."""
+    expected = (f"each surface: every d whose accuracy spans >= {SPREAD_MIN} over the radii is "
+                f"best within x{NEAR_ZONE:g} of r_X; the intrinsic dimension varies with the radius and "
+                f"is smallest within x{NEAR_ZONE:g} of r_X")
+    surfaces = sorted({r["surface"] for r in rows if r.get("surface") not in (None, "full")})
+    measured: dict[str, Any] = {}
+    verdicts = []
+    for surface in surfaces:
+        best, verdict = {}, []
+        for row in rows:
+            if row.get("surface") == surface and isinstance(row.get("dim"), int):
+                accs = {f: a for f, a in _by_radius(row).items() if claims.finite(a)}
+                if accs and max(accs.values()) - min(accs.values()) >= SPREAD_MIN:
+                    best[str(row["dim"])] = max(accs, key=accs.__getitem__)
+        verdict.append(INCONCLUSIVE if not best else REPRODUCED if all(
+            _near_zone(f) for f in best.values()) else NOT_REPRODUCED)
+        intrinsic = next((_by_radius(r) for r in rows if r.get("surface") == surface
+                          and str(r.get("dim")).startswith("intrinsic")), {})
+        reached = {f: d for f, d in intrinsic.items() if d is not None}
+        if not reached:
+            verdict.append(INCONCLUSIVE)
+        else:
+            smallest = min(reached.values())
+            varies = len(set(intrinsic.values())) > 1
+            verdict.append(REPRODUCED if varies and all(
+                _near_zone(f) for f, d in reached.items() if d == smallest) else NOT_REPRODUCED)
+        measured[surface] = {"best_radius_factor": best, "intrinsic_dimension": {
+            f"{f:g}": d for f, d in intrinsic.items()}, "verdict": claims.worst(verdict)}
+        verdicts += verdict
+    return Finding(claims.worst(verdicts), measured, expected)
+
+
+def check_low_variance(rows: list[dict[str, Any]]) -> Finding:
+    """Concl. 5: on random hyperplanes through the Xavier radius (in the zone) the final test
+    accuracy varies little between hyperplanes of one d: at every d that trains (mean accuracy
+    at least ``TRAINED_FRACTION`` of the full space's at r_X) the standard deviation over seeds is
+    at most ``STD_MAX``."""
+    expected = (f"std over seeds of the final test accuracy at r_X <= {STD_MAX} for every "
+                f"hyperplane d reaching >= {TRAINED_FRACTION} x the full-space accuracy "
+                f"(>= 2 seeds)")
+    full = next((_by_radius(r).get(1.0) for r in rows if r.get("surface") == "full"), None)
+    planes = [r for r in rows if r.get("surface") == "hyperplane" and isinstance(r.get("dim"), int)]
+    std = {str(r["dim"]): r.get("std_at_xavier") for r in planes}
+    accuracy = {str(r["dim"]): _by_radius(r).get(1.0) for r in planes}
+    measured = {"full_space_accuracy": full, "accuracy_at_xavier": accuracy, "std_at_xavier": std,
+                "seeds": min((r.get("seeds") or 0 for r in planes), default=0)}
+    if not claims.finite(full):
+        return Finding(INCONCLUSIVE, measured, expected)
+    trained = [d for d, a in accuracy.items() if claims.finite(a) and a >= TRAINED_FRACTION * full]
+    measured["trained_dims"] = trained
+    if not trained or not claims.finite(*(std[d] for d in trained)):
+        return Finding(INCONCLUSIVE, measured, expected)
+    holds = all(std[d] <= STD_MAX for d in trained)
+    return Finding(REPRODUCED if holds else NOT_REPRODUCED, measured, expected)
+
+
 STUDY = Study(
     name="fort/hypersurface-training", paper=FORT, reproduces="Fig. 2",
     title="training on random hyperplanes and hyperspheres; intrinsic dimension against radius",
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure,
     done={"hypersurface": ("surface", "dim", "seed")}, growable=("seeds",), legacy={"match": {"study": "fort"}},
+    claims=(
+        Claim("radius-dependence", "Fig. 2; concl. 3-4",
+              "Training on a random low-dimensional hyperplane or hypersphere succeeds best where "
+              "it crosses the Goldilocks zone, so the intrinsic dimension depends on the radius.",
+              check_radius_dependence),
+        Claim("low-variance", "Concl. 5; Sec. 1.2",
+              "The final accuracy reached on random hyperplanes of one dimension through the zone "
+              "varies little from hyperplane to hyperplane.", check_low_variance),
+    ),
     doc=__doc__)

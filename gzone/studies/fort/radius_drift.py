@@ -14,16 +14,23 @@ step; one ``run`` record per (c, seed) the initial, final and Xavier radii.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
 
 from gzone import training
-from gzone.engine import FORT, Study
+from gzone.engine import FORT, Claim, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import check_alphas, check_at_least, field
 from gzone.engine.setup import seed_params
 from gzone.engine.study import batched
+from gzone.studies.fort import _claims as claims
 from gzone.studies.fort import _common as common
+
+#: "drawn toward the zone": training closes at least this fraction of a start's distance to the
+#: Xavier radius (in log r; a stated tolerance: the paper gives no number)
+DRIFT_MIN = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +144,35 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     return finish(fig, title, path_stem)
 
 
+def closed_fraction(start: float, final: float, xavier: float) -> float:
+    """The fraction of the distance |log(r/r_X)| from the start to the Xavier radius that training
+    closed (1: ends at r_X; 0: did not move; negative: moved away)."""
+    before = abs(math.log(start / xavier))
+    return 1 - abs(math.log(final / xavier)) / before
+
+
+def check_drift(rows: list[dict[str, Any]]) -> Finding:
+    """Obs. 8: full-space training draws the radius toward the zone (the Xavier radius, in the
+    zone by concl. 7) from inside and from outside: every start off r_X closes at least
+    ``DRIFT_MIN`` of its log distance to r_X, with starts on both sides."""
+    expected = (f"every start inside and outside r_X closes >= {DRIFT_MIN} of its log distance "
+                f"to r_X (starts on both sides)")
+    starts = [r for r in rows
+              if claims.finite(r.get("radius_factor")) and r["radius_factor"] != 1.0]
+    closed = {f"{r['radius_factor']:g}": closed_fraction(r["radius"], r["final_radius"],
+                                                          r["xavier_radius"])
+              if claims.finite(r.get("radius"), r.get("final_radius"), r.get("xavier_radius"))
+              and r["final_radius"] > 0 else None for r in starts}
+    measured = {"closed_fraction": closed, "final_radius_factor": {
+        f"{r['radius_factor']:g}": r["final_radius"] / r["xavier_radius"]
+        if claims.finite(r.get("final_radius"), r.get("xavier_radius")) else None for r in starts}}
+    inside = [r["radius_factor"] < 1 for r in starts]
+    if not any(inside) or all(inside) or not claims.finite(*closed.values()):
+        return Finding(INCONCLUSIVE, measured, expected)
+    holds = all(v >= DRIFT_MIN for v in closed.values())
+    return Finding(REPRODUCED if holds else NOT_REPRODUCED, measured, expected)
+
+
 STUDY = Study(
     name="fort/radius-drift", paper=FORT, reproduces="observation 8",
     title="the parameter radius during full-space training from starts inside and outside the zone",
@@ -145,4 +181,7 @@ STUDY = Study(
     chunks=batched(lambda config: config.batch_size),
     work=lambda config, p: common.num_logs(config.train_steps, config.train_log_every),
     growable=("seeds",), kinds=("run", "log"), legacy={"match": {"study": "fort"}},
+    claims=(Claim("drift-toward-zone", "Obs. 8",
+                  "Initialized inside or outside the Goldilocks zone, full-space optimization "
+                  "draws the radius toward the zone.", check_drift, scales=("cpu", "paper")),),
     doc=__doc__)

@@ -25,10 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import curvature, directions, radial
-from gzone.engine import FORT, Study
+from gzone.engine import FORT, Claim, Finding, Study
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import check_at_least, check_positive, check_range, field
 from gzone.engine.setup import stream_key
+from gzone.studies.fort import _claims as claims
 from gzone.studies.fort import _common as common
+
+#: radii where both sides of Eq. (4) and the error of the right side are known, at least
+MIN_RADII = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,10 +124,27 @@ def measure(ctx, chunk):
                 "flags": [] if math.isfinite(float(loss)) else ["nonfinite_loss"]}]
 
 
+def discretisation_error(rho: list[float], loss: list[float], size: int,
+                         fine: np.ndarray) -> list[float | None]:
+    """The error of the right side of Eq. (4) on the grid (``fine``), estimated as Richardson's
+    |coarse − fine|/3 against the grid of every other radius (the one of the same parity; step
+    doubled, second-order differences); None where the coarse grid has no interior estimate."""
+    out: list[float | None] = [None] * len(rho)
+    for parity in (0, 1):
+        index = list(range(parity, len(rho), 2))
+        if len(index) < 3:
+            continue
+        coarse = radial.stokes_laplacian([rho[i] for i in index], [loss[i] for i in index], size)
+        for j, i in enumerate(index):
+            if np.isfinite(coarse[j]) and np.isfinite(fine[i]):
+                out[i] = float(abs(coarse[j] - fine[i]) / 3)
+    return out
+
+
 def stokes_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per radius: the mean loss ⟨ℓ⟩ and mean Laplacian ⟨∇²ℓ⟩ (± standard error over the points)
-    over the sphere, and the right-hand side of Eq. (4) from the mean losses (None at the two
-    grid ends)."""
+    over the sphere, the right-hand side of Eq. (4) from the mean losses (None at the two grid
+    ends) and its estimated discretisation error (:func:`discretisation_error`)."""
     groups: dict[float, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("kind") == "sphere":
@@ -139,9 +161,11 @@ def stokes_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "laplacian_stderr": float(lap.std(ddof=1) / math.sqrt(len(lap)))
                      if len(lap) > 1 else float("nan"), "points": len(group)})
     size = next(iter(groups.values()))[0]["num_params"]
-    rhs = radial.stokes_laplacian([r["rho"] for r in rows], [r["loss"] for r in rows], size)
-    for row, value in zip(rows, rhs):
+    rho, loss = [r["rho"] for r in rows], [r["loss"] for r in rows]
+    rhs = radial.stokes_laplacian(rho, loss, size)
+    for row, value, error in zip(rows, rhs, discretisation_error(rho, loss, size, rhs)):
         row["stokes_laplacian"] = float(value) if np.isfinite(value) else None
+        row["stokes_discretisation"] = error
     return rows
 
 
@@ -178,10 +202,38 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     return finish(fig, title, path_stem)
 
 
+def check_stokes(rows: list[dict[str, Any]]) -> Finding:
+    """Eq. (4): at every radius where the error of both sides is known, the mean Laplacian over
+    the sphere equals d²⟨ℓ⟩/dρ² + (D − 1)/ρ · d⟨ℓ⟩/dρ within ``AGREE_Z`` combined errors (its
+    standard error over the points and the right side's discretisation error)."""
+    expected = (f"|<Laplacian> - (d2<l>/drho2 + (D-1)/rho d<l>/drho)| <= {claims.AGREE_Z} x "
+                f"sqrt(stderr^2 + discretisation^2) at every such radius (>= {MIN_RADII} radii)")
+    picked = [r for r in rows if claims.finite(r.get("laplacian"), r.get("laplacian_stderr"),
+                                               r.get("stokes_laplacian"),
+                                               r.get("stokes_discretisation"))]
+    z = []
+    for r in picked:
+        error = math.hypot(r["laplacian_stderr"], r["stokes_discretisation"])
+        diff = r["laplacian"] - r["stokes_laplacian"]
+        z.append(diff / error if error > 0 else (0.0 if diff == 0 else math.inf))
+    measured = {"radius_factors": [r["radius_factor"] for r in picked],
+                "laplacian": [r["laplacian"] for r in picked],
+                "stokes_laplacian": [r["stokes_laplacian"] for r in picked], "z": z,
+                "max_abs_z": max(map(abs, z)) if z else None}
+    if len(picked) < MIN_RADII:
+        return Finding(INCONCLUSIVE, measured, expected)
+    holds = max(map(abs, z)) <= claims.AGREE_Z
+    return Finding(REPRODUCED if holds else NOT_REPRODUCED, measured, expected)
+
+
 STUDY = Study(
     name="fort/stokes", paper=FORT, reproduces="Eq. (4)",
     title="mean Laplacian over spheres against the radial derivatives of the mean loss",
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure,
     done={"sphere": ("radius_factor", "point")}, legacy={"match": {"study": "fort"}},
+    claims=(Claim("stokes", "Eq. (4); Sec. 2.6",
+                  "The mean Laplacian of the loss over a sphere of radius r equals "
+                  "d2<loss>/dr2 + (D-1)/r d<loss>/dr: its positive mean comes from the loss "
+                  "rising with the radius.", check_stokes),),
     doc=__doc__)
