@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import metrics, objective, random_model
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine import setup as engine_setup
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import (
     ModelDataConfig,
     check_at_least,
@@ -34,7 +35,7 @@ from gzone.engine.config import (
     field,
 )
 from gzone.engine.summary import as_rows, spearman
-from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION
+from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION, inside
 
 SOURCES = ("model", "gaussian")
 
@@ -127,14 +128,40 @@ def curves(records: list[dict[str, Any]], kind: str) -> dict[int, tuple[np.ndarr
     return {s: tuple(np.array(v, float).T) for s, v in out.items()}
 
 
+#: a logit set counts as collapsed once its softmax entropy falls to this (nats): then Γ_p⁻²
+#: sits at an Eq. (11) limit (App. C)
+COLLAPSED_ENTROPY = 1e-3
+
+
+def classes_from_entropy(records: list[dict[str, Any]]) -> int | None:
+    """K read from the highest entropy of the records, log K at uniform p (the grid's smallest
+    α); None unless exp(entropy) is within 1 % of an integer (the grid does not reach uniform
+    p)."""
+    entropies = [r["entropy"] for r in records if r.get("kind") in ("set", "batch")
+                 and r.get("entropy") is not None]
+    if not entropies:
+        return None
+    k = float(np.exp(max(entropies)))
+    return int(round(k)) if round(k) >= 2 and abs(k - round(k)) <= 0.01 * round(k) else None
+
+
 def monotonicity(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Spearman correlation of Γ_p⁻² with entropy per logit set (monotone decrease ⇒ −1), and
-    Γ_p⁻² at the highest and lowest entropy reached (1/(K−1) at uniform p; → 1 at collapse)."""
+    Γ_p⁻² at the highest and lowest entropy reached (1/(K−1) at uniform p; → 1 at collapse);
+    K (:func:`classes_from_entropy`), the smallest and largest Γ_p of all sets and the batch,
+    and Γ_p⁻² of each set whose entropy falls to ``COLLAPSED_ENTROPY`` at its lowest entropy."""
     sets = curves(records, "set")
     rhos = np.array([spearman(h, g) for h, g in sets.values()])
     batch = curves(records, "batch").get(-1)
     ok = np.isfinite(batch[1]) if batch else None
     nan = float("nan")
+    gammas = np.array([r["gamma_p"] for r in records if r.get("kind") in ("set", "batch")
+                       and r.get("gamma_p") is not None], float)
+    collapsed = []
+    for h, g in sets.values():
+        fine = np.isfinite(g)
+        if fine.any() and h[fine].min() <= COLLAPSED_ENTROPY:
+            collapsed.append(float(g[fine][np.argmin(h[fine])]))
     return {
         "sets": len(sets),
         "spearman_median": float(np.nanmedian(rhos)), "spearman_max": float(np.nanmax(rhos)),
@@ -142,6 +169,10 @@ def monotonicity(records: list[dict[str, Any]]) -> dict[str, Any]:
         "batch_spearman": spearman(*batch) if batch else nan,
         "batch_gamma_inv2_at_max_entropy": float(batch[1][ok][np.argmax(batch[0][ok])]) if batch else nan,
         "batch_gamma_inv2_at_min_entropy": float(batch[1][ok][np.argmin(batch[0][ok])]) if batch else nan,
+        "num_classes": classes_from_entropy(records),
+        "gamma_p_min": float(gammas.min()) if gammas.size else nan,
+        "gamma_p_max": float(gammas.max()) if gammas.size else nan,
+        "collapsed_gamma_inv2": collapsed,
     }
 
 
@@ -168,9 +199,62 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     return finish(fig, title, path_stem, ax)
 
 
+#: relative float32 slack on Γ_p ∈ [1, √(K−1)] (Sec. 4: positive curvature of a rank-(K−1) PSD matrix)
+BOUND_TOL = 1e-4
+#: "Γ_p is, in fact, monotonic ... with respect to the entropy of p" (Sec. 4): every curve's
+#: Spearman ρ(entropy, Γ_p⁻²) at most −0.9 (float32 noise near uniform p breaks exact ties)
+MONOTONE_RHO = -0.9
+#: slack on the limits: Γ_p⁻² = 1/(K−1) at uniform p (relative), → 1 at collapse (absolute)
+LIMIT_TOL = 0.05
+
+
+def eq11_floor(k: int) -> float:
+    """The smallest limit of Γ_p⁻² at collapse, Eq. (11) with S = K: (K + 2) / (4 (K − 1)) (a
+    collapsing p with S non-zero entries ends at or above (S + 2) / (4 (S − 1)) ≥ this)."""
+    return (k + 2) / (4 * (k - 1))
+
+
+def check_gamma(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 4 right, Eq. (10), (11): every Γ_p lies in [1, √(K−1)]; Γ_p⁻² falls monotonically as
+    the entropy rises (every set's and the batch's Spearman ρ ≤ ``MONOTONE_RHO``); at the uniform
+    end the batch's Γ_p⁻² is 1/(K−1); the sets that collapse end at or above the S = K limit of
+    Eq. (11) and, in the median, at its S = 2 limit 1. Inconclusive when K cannot be read (the
+    grid does not reach uniform p) or no set collapses."""
+    q = inside.quantities(rows)
+    expected = (f"1 <= Gamma_p <= sqrt(K-1) (rel. {BOUND_TOL}); Spearman(entropy, Gamma_p^-2) <= "
+                f"{MONOTONE_RHO} for every set and the batch; batch Gamma_p^-2 = 1/(K-1) at max "
+                f"entropy (rel. {LIMIT_TOL}); collapsed sets (entropy <= {COLLAPSED_ENTROPY}) end "
+                f">= (K+2)/(4(K-1)), median >= 1 - {LIMIT_TOL}")
+    k, collapsed = q.get("num_classes"), q.get("collapsed_gamma_inv2") or []
+    measured = {key: q.get(key) for key in (
+        "num_classes", "gamma_p_min", "gamma_p_max", "spearman_max", "batch_spearman",
+        "batch_gamma_inv2_at_max_entropy")}
+    measured.update(collapsed_sets=len(collapsed),
+                    collapsed_gamma_inv2_median=float(np.median(collapsed)) if collapsed else None,
+                    collapsed_gamma_inv2_min=min(collapsed) if collapsed else None)
+    values = [q.get(key) for key in ("gamma_p_min", "gamma_p_max", "spearman_max",
+                                     "batch_spearman", "batch_gamma_inv2_at_max_entropy")]
+    if k is None or any(v is None or not np.isfinite(v) for v in values):
+        return Finding(INCONCLUSIVE, measured, expected)
+    g_min, g_max, rho, rho_batch, uniform = values
+    holds = (g_min >= 1 - BOUND_TOL and g_max <= np.sqrt(k - 1) * (1 + BOUND_TOL)
+             and rho <= MONOTONE_RHO and rho_batch <= MONOTONE_RHO
+             and abs(uniform * (k - 1) - 1) <= LIMIT_TOL
+             and all(eq11_floor(k) - LIMIT_TOL <= g <= 1 + LIMIT_TOL for g in collapsed)
+             and (not collapsed or np.median(collapsed) >= 1 - LIMIT_TOL))
+    if not holds:
+        return Finding(NOT_REPRODUCED, measured, expected)
+    return Finding(REPRODUCED if collapsed else INCONCLUSIVE, measured, expected)
+
+
 STUDY = Study(
     name="icml/gamma-entropy", paper=ICML, reproduces="Fig. 4 right, Eq. (10), (11)",
     title="Gamma_p^-2 of logit sets against their softmax entropy as the logits are scaled",
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure, done={"batch": ()}, kinds=("set", "batch"), legacy={"match": {"study": "fig4-right"}},
+    claims=(Claim("gamma-limits", "Fig. 4 right; Eq. (10), (11); App. C",
+                  "Gamma_p lies in [1, sqrt(K-1)] and Gamma_p^-2 rises monotonically as the "
+                  "softmax entropy falls, from 1/(K-1) at uniform p to the Eq. (11) limit 1 "
+                  "when p collapses to two entries.",
+                  check_gamma, scales=("tiny", "default", "cpu", "paper")),),
     doc=__doc__)

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import curvature, data, metrics, objective
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine import setup as engine_setup
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import (
     ConfigError,
     ModelDataConfig,
@@ -32,6 +33,7 @@ from gzone.engine.config import (
 )
 from gzone.engine.summary import mean_entropy, to_float
 from gzone.jacobian import logits_of
+from gzone.studies.icml._common import inside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,14 +164,22 @@ def cosine_table(records: list[dict[str, Any]], name: str = "cosine") -> tuple[l
     return names, mean, std
 
 
+def pair_values(records: list[dict[str, Any]], a: str, b: str, name: str = "cosine") -> list:
+    """The ``name`` of every initialisation's pair record of datasets ``a`` and ``b``."""
+    return [r[name] for r in records if r.get("kind") == "pair"
+            and (r["dataset_a"], r["dataset_b"]) in ((a, b), (b, a))]
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per dataset pair: the mean and std over initialisations of the gradient cosine, and the
-    prediction cos(δ_A, δ_B); then one row per skipped dataset."""
+    """Per dataset pair: the mean, std and t interval (``inside.LEVEL``) over initialisations
+    of the gradient cosine, and the prediction cos(δ_A, δ_B); then one row per skipped
+    dataset."""
     names, mean, std = cosine_table(records)
     _, pred, _ = cosine_table(records, "predicted_cosine")
     inits = len({r["seed"] for r in records if r.get("kind") == "pair"})
     rows = [{"pair": f"{a} vs {b}", "inits": inits, "cosine": float(mean[i, j]),
-             "cosine_std": float(std[i, j]), "predicted": float(pred[i, j])}
+             "cosine_std": float(std[i, j]), "predicted": float(pred[i, j]),
+             "cosine_interval": inside.mean_interval(pair_values(records, a, b))}
             for i, a in enumerate(names) for j, b in enumerate(names) if i < j]
     rows += [{"pair": f"{r['dataset']} skipped", "note": r["reason"]}
              for r in records if r.get("kind") == "skipped"]
@@ -195,10 +205,49 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     return finish(fig, title, path_stem, ax)
 
 
+#: "gradients of LeNet-5 computed on CIFAR-10 and on random images drawn from a Gaussian have
+#: cosine similarity > 0.7" (Sec. 4, Fig. 5 left)
+COSINE_MIN = 0.7
+#: the paper's pair (Fig. 5 left)
+PAPER_PAIR = ("cifar10", "gaussian")
+
+
+def gaussian_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary rows of the paper's pair (CIFAR-10 vs Gaussian) if there is one, else of
+    every pair of a real dataset with the Gaussian one."""
+    pairs = [r for r in rows if "cosine_interval" in r]
+    split = {id(r): r["pair"].split(" vs ") for r in pairs}
+    paper = [r for r in pairs if sorted(split[id(r)]) == sorted(PAPER_PAIR)]
+    return paper or [r for r in pairs if sum(s.startswith("gaussian") for s in split[id(r)]) == 1]
+
+
+def check_cosine(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 5 left: the mean gradient cosine over initialisations between CIFAR-10 (else each
+    real dataset of the run) and Gaussian images exceeds ``COSINE_MIN``, its t interval
+    (``inside.LEVEL``) entirely above; not reproduced when the interval lies entirely below;
+    inconclusive when it straddles 0.7, with fewer than 2 initialisations, or no such pair."""
+    expected = (f"mean cosine over inits of (cifar10 | real data) vs gaussian > {COSINE_MIN}, "
+                f"its {inside.LEVEL:.0%} t interval entirely above")
+    pairs = gaussian_pairs(rows)
+    measured = {"pairs": [r["pair"] for r in pairs], "cosine": [r["cosine"] for r in pairs],
+                "interval": [r["cosine_interval"] for r in pairs],
+                "inits": max((r["inits"] for r in pairs), default=0)}
+    sides = [inside.against(r["cosine_interval"], COSINE_MIN) for r in pairs]
+    if not pairs or "missing" in sides:
+        return Finding(INCONCLUSIVE, measured, expected)
+    if "outside" in sides:
+        return Finding(NOT_REPRODUCED, measured, expected)
+    return Finding(REPRODUCED if set(sides) == {"inside"} else INCONCLUSIVE, measured, expected)
+
+
 STUDY = Study(
     name="icml/gradient-cosines", paper=ICML, reproduces="Fig. 5 left, Eq. (9)",
     title="cosine similarity of loss gradients of one initialisation across datasets",
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure,
     done={"pair": ("seed",), "skipped": ()}, growable=("inits",), kinds=("dataset", "pair", "skipped"), legacy={"match": {"study": "fig5-left"}},
+    claims=(Claim("cosine", "Fig. 5 left; Eq. (9)",
+                  "Loss gradients of one LeNet-5 initialization on CIFAR-10 and on Gaussian "
+                  "random images have cosine similarity > 0.7.",
+                  check_cosine, scales=("cpu", "paper")),),
     doc=__doc__)

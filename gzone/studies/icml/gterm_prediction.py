@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import curvature, models, objective, random_model, subspace
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine import setup as engine_setup
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import (
     ModelDataConfig,
     check_at_least,
@@ -40,7 +41,7 @@ from gzone.engine.config import (
 )
 from gzone.engine.summary import mean_entropy, median_band, positive_curvature, spearman, to_float
 from gzone.jacobian import logit_tangents
-from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION
+from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION, inside
 
 FIELDS = ("seed", "alpha", "dim", "n_samples", "mean_entropy", "gterm_positive_curvature",
           "hessian_positive_curvature", "predicted_positive_curvature",
@@ -110,7 +111,7 @@ def point_record(setup: engine_setup.Setup, config: Config, params: Any, basis: 
     proj = curvature.projected(setup.model.apply, scaled, basis, batches)
     logits, jr = logit_tangents(setup.model.apply, scaled, basis, batches)
     p = objective.probs(logits)
-    stats = random_model.logit_gradient_stats(jr, unbiased=config.unbiased)
+    stats, eq8 = inside.eq8_prediction(p, jr, unbiased=config.unbiased)
     d = basis.shape[1]
     m = random_model.psd_softmax_hessian(p)
     means_model = (stats.class_means.T @ m @ stats.class_means
@@ -120,13 +121,12 @@ def point_record(setup: engine_setup.Setup, config: Config, params: Any, basis: 
         "mean_entropy": mean_entropy(p),
         "gterm_positive_curvature": positive_curvature(proj.gterm),
         "hessian_positive_curvature": positive_curvature(proj.hessian),
-        "predicted_positive_curvature": to_float(random_model.expected_gterm_curvature(
-            p, stats.sigma_c2, stats.sigma_e2, d)),
+        "predicted_positive_curvature": eq8["predicted_positive_curvature"],
         "predicted_positive_curvature_unit": to_float(random_model.expected_gterm_curvature(
             p, unit_sigmas[0], unit_sigmas[1], d)),
         "predicted_positive_curvature_means": positive_curvature(means_model),
-        "sigma_c2": to_float(stats.sigma_c2), "sigma_e2": to_float(stats.sigma_e2),
-        "gamma_p": to_float(random_model.gamma_p(p)), "loss": to_float(proj.loss),
+        "sigma_c2": eq8["sigma_c2"], "sigma_e2": eq8["sigma_e2"], "gamma_p": eq8["gamma_p"],
+        "loss": to_float(proj.loss),
     }
 
 
@@ -200,7 +200,8 @@ def gaps(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per α, medians over seeds: mean entropy, the true G-term's and the Hessian's positive
-    curvature, Eq. (8), and the gap between the true value and Eq. (8)."""
+    curvature, Eq. (8), the gap between the true value and Eq. (8), that gap relative to the
+    true value (``rel_gap``) and the largest relative gap of one seed (``rel_gap_max``)."""
     by: dict[float, list[dict[str, Any]]] = {}
     for r in records:
         if r.get("kind") == "point":
@@ -212,10 +213,46 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             v = v[np.isfinite(v)]
             return float(np.median(v)) if v.size else None
         true, pred = med("gterm_positive_curvature"), med("predicted_positive_curvature")
+        seed_gaps = [g for r in group if (g := inside.relative_gap(
+            r["gterm_positive_curvature"], r["predicted_positive_curvature"])) is not None]
         rows.append({"alpha": alpha, "seeds": len(group), "mean_entropy": med("mean_entropy"),
                      "gterm_pc": true, "eq8_pc": pred, "hessian_pc": med("hessian_positive_curvature"),
-                     "gap": None if true is None or pred is None else abs(true - pred)})
+                     "gap": None if true is None or pred is None else abs(true - pred),
+                     "rel_gap": inside.relative_gap(true, pred),
+                     "rel_gap_max": max(seed_gaps) if seed_gaps else None})
     return rows
+
+
+#: fewer α points with both values than this cannot show Eq. (8) "across model confidence levels"
+MIN_ALPHAS = 3
+
+
+def check_eq8(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 3: at every α of the grid where both are defined, the seeds' median positive
+    curvature of E G_* (Eq. 8) lies within ``inside.EQ8_REL_TOL`` of the true G-term's, relative
+    to the true value. Inconclusive with fewer than ``MIN_ALPHAS`` such α, or when the medians
+    agree but some seed does not."""
+    tol = inside.EQ8_REL_TOL
+    expected = (f"|Eq. (8) - true PC(G)| <= {tol} x true PC(G) at every alpha (seed medians), "
+                f"at least {MIN_ALPHAS} alphas")
+    both = [r for r in rows if r.get("rel_gap") is not None]
+    if len(both) < MIN_ALPHAS:
+        return Finding(INCONCLUSIVE, {"alphas": len(both)}, expected)
+    worst = max(both, key=lambda r: r["rel_gap"])
+
+    def largest(keep):
+        gaps = [r["rel_gap"] for r in both if keep(r["alpha"])]
+        return max(gaps) if gaps else None
+
+    measured = {"alphas": len(both), "max_rel_gap": worst["rel_gap"], "alpha_of_max": worst["alpha"],
+                "max_rel_gap_alpha_le_1": largest(lambda a: a <= 1 + 1e-9),
+                "max_rel_gap_alpha_gt_1": largest(lambda a: a > 1 + 1e-9),
+                "true_pc": [r["gterm_pc"] for r in both], "eq8_pc": [r["eq8_pc"] for r in both],
+                "alpha": [r["alpha"] for r in both]}
+    if worst["rel_gap"] > tol:
+        return Finding(NOT_REPRODUCED, measured, expected)
+    seeds_agree = all(r["rel_gap_max"] is not None and r["rel_gap_max"] <= tol for r in both)
+    return Finding(REPRODUCED if seeds_agree else INCONCLUSIVE, measured, expected)
 
 
 def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
@@ -257,4 +294,8 @@ STUDY = Study(
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure, done={"point": ("seed", "alpha")},
     growable=("seeds", "num_points"), legacy={"match": {"study": "fig3"}},
+    claims=(Claim("eq8", "Fig. 3; Eq. (8)",
+                  "The positive curvature of the expected G-term of the random model, Eq. (8) with "
+                  "sigma_c^2, sigma_e^2 estimated from the logit gradients, approximates that of "
+                  "the true G-term at every initialization scale alpha.", check_eq8),),
     doc=__doc__)

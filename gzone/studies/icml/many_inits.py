@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import curvature, metrics, models, objective, subspace
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine import setup as engine_setup
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import (
     ModelDataConfig,
     check_at_least,
@@ -35,7 +36,7 @@ from gzone.engine.setup import Setup
 from gzone.engine.study import batched
 from gzone.engine.summary import as_rows, spearman
 from gzone.jacobian import sample_chunk_size
-from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION
+from gzone.studies.icml._common import LENET5_CIFAR10, LENET300_FASHION, inside
 
 FIELDS = ("mean_entropy", "gradient_norm", "hessian_positive_curvature",
           "gterm_positive_curvature", "loss", "q_gap")
@@ -217,10 +218,16 @@ def columns(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 def correlations(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Spearman rank correlations between the per-initialisation statistics."""
+    """Spearman rank correlations between the per-initialisation statistics, each with its
+    p-value and bootstrap interval (:func:`.inside.rank_correlation`)."""
     col = columns(records)
-    return {"inits": sum(r.get("kind") == "init" for r in records),
-            **{f"spearman_{a}_vs_{b}": spearman(col[a], col[b]) for a, b in PAIRS}}
+    out: dict[str, Any] = {"inits": sum(r.get("kind") == "init" for r in records)}
+    for a, b in PAIRS:
+        found = inside.rank_correlation(col[a], col[b])
+        out[f"spearman_{a}_vs_{b}"] = found["rho"]
+        out[f"p_{a}_vs_{b}"] = found["p_value"]
+        out[f"interval_{a}_vs_{b}"] = found["interval"]
+    return out
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -250,6 +257,37 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     return finish(fig, title, path_stem)
 
 
+#: the signs of Fig. 6 and Sec. 4: high positive curvature goes with low confidence (high mean
+#: entropy), low-norm gradients ("high positive curvature is associated with low-norm
+#: cross-entropy gradients ... as we verified in Figure 6") and low initial loss ("lower initial
+#: losses correspond to higher average entropy ... and, hence, larger positive curvature")
+FIG6_SIGNS = {("mean_entropy", "hessian_positive_curvature"): 1,
+              ("mean_entropy", "gradient_norm"): -1, ("mean_entropy", "loss"): -1,
+              ("hessian_positive_curvature", "gradient_norm"): -1,
+              ("hessian_positive_curvature", "loss"): -1}
+
+
+def check_signs(rows: list[dict[str, Any]]) -> Finding:
+    """Fig. 6: each Spearman correlation of ``FIG6_SIGNS`` has the paper's sign, its bootstrap
+    interval (``inside.LEVEL``) excluding 0 on that side. Not reproduced when some interval
+    lies entirely on the other side; inconclusive when some straddles 0 (or is missing)."""
+    q = inside.quantities(rows)
+    signs = ", ".join(f"{a} vs {b} {'>' if s > 0 else '<'} 0" for (a, b), s in FIG6_SIGNS.items())
+    expected = (f"Spearman rho with the paper's sign, its {inside.LEVEL:.0%} bootstrap interval "
+                f"excluding 0: {signs}")
+    measured: dict[str, Any] = {"inits": q.get("inits")}
+    sides = []
+    for (a, b), sign in FIG6_SIGNS.items():
+        interval = q.get(f"interval_{a}_vs_{b}")
+        measured[f"{a}_vs_{b}"] = {"rho": q.get(f"spearman_{a}_vs_{b}"),
+                                   "p_value": q.get(f"p_{a}_vs_{b}"), "interval": interval}
+        flipped = None if interval is None else sorted(sign * v for v in interval)
+        sides.append(inside.against(flipped, 0.0))
+    if "outside" in sides:
+        return Finding(NOT_REPRODUCED, measured, expected)
+    return Finding(REPRODUCED if set(sides) == {"inside"} else INCONCLUSIVE, measured, expected)
+
+
 STUDY = Study(
     name="icml/many-inits", paper=ICML, reproduces="Fig. 6",
     title="entropy, gradient norm, positive curvature and loss of many Kaiming initialisations",
@@ -258,4 +296,9 @@ STUDY = Study(
     chunks=batched(lambda config: config.seeds_per_chunk,
                    group=lambda config, point: point["seed"] // config.seeds_per_chunk),
     growable=("n_inits",), legacy={"match": {"study": "fig6"}},
+    claims=(Claim("signs", "Fig. 6; Sec. 4",
+                  "Across Kaiming initializations, higher mean softmax entropy goes with higher "
+                  "positive curvature, a smaller gradient norm and a lower initial loss, and "
+                  "higher positive curvature with a smaller gradient norm and a lower loss.",
+                  check_signs),),
     doc=__doc__)

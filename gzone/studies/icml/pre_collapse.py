@@ -4,7 +4,8 @@ Per-sample softmax entropies against α (from the α = 1 logits, z(αθ) = α^L 
 ``entropy`` records, all at once), positive curvature against α on a coarser grid
 (``curvature`` records, projected on an orthonormal d-plane), and the top eigenvector of the
 input-layer block H₁₁ of the Hessian (Lanczos, :func:`gzone.lanczos.eigsh`; ``eigvec`` records)
-reshaped to (inputs, hidden), averaged |·| over hidden units and shown as an image; its top left
+reshaped to (inputs, hidden), averaged over hidden units and shown as an image (signed, as the
+paper's Fig. 10; the mean of absolute values with ``figure(..., absolute=True)``); its top left
 singular vector is compared with every input image. In the pre-collapse regime one sample, the
 least confident, owns the G-term and the eigenvector is that sample's image.
 
@@ -30,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import curvature, lanczos, models, subspace
-from gzone.engine import ICML, Study
+from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine import setup as engine_setup
+from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from gzone.engine.config import (
     ConfigError,
     ModelDataConfig,
@@ -146,8 +148,15 @@ def collapse_alpha(logits: np.ndarray, degree: int, floor: float = 1e-30) -> flo
     return float((-math.log(floor) / gap) ** (1.0 / degree))
 
 
+#: t = Tr(diag p − ppᵀ) of the least confident sample above which its G-term is resolvable in
+#: float32 (below, the G-term is lost next to the H-term)
+RESOLVABLE_T = 1e-20
+#: the pre-collapse regime (App. D): one sample holds at least this share of Σ_μ t_μ
+PRE_COLLAPSE_SHARE = 0.9
+
+
 def choose_eig_alphas(alphas: np.ndarray, share: np.ndarray, t_top: np.ndarray,
-                      levels: Sequence[float], floor: float = 1e-20) -> list[float]:
+                      levels: Sequence[float], floor: float = RESOLVABLE_T) -> list[float]:
     """α = 1 and, per level, the smallest grid α where the most uncertain sample holds that share
     of Σ_μ t_μ (its G-term dominates) while t stays above ``floor`` (resolvable in float32)."""
     chosen = [1.0]
@@ -319,7 +328,8 @@ def collapse_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     whether that sample stays the most uncertain at every larger α, and per eigenvector α: the
     sample's share, |cos| of the eigenvector's image with it, and the best-aligned input."""
     ent = sorted((r for r in records if r.get("kind") == "entropy"), key=lambda r: r["alpha"])
-    dominant = [i for i, r in enumerate(ent) if r["top_share"] is not None and r["top_share"] >= 0.9]
+    dominant = [i for i, r in enumerate(ent)
+                if r["top_share"] is not None and r["top_share"] >= PRE_COLLAPSE_SHARE]
     later = [r["top_sample"] for r in ent[dominant[0]:] if r["top_t"] and r["top_t"] > 0] \
         if dominant else []
     eig = sorted((r for r in records if r.get("kind") == "eigvec"), key=lambda r: r["alpha"])
@@ -334,21 +344,75 @@ def collapse_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def curvature_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per curvature α: positive curvature of G and H, the share of Σ_μ t_μ held by the most
+    uncertain sample and its t (from the entropy record nearest in log α), and whether α lies
+    in the pre-collapse window (share ≥ ``PRE_COLLAPSE_SHARE``, t ≥ ``RESOLVABLE_T``)."""
+    ent = [r for r in records if r.get("kind") == "entropy"]
+    grid = np.log([r["alpha"] for r in ent]) if ent else np.array([])
+    rows = []
+    for r in sorted((r for r in records if r.get("kind") == "curvature"), key=lambda r: r["alpha"]):
+        near = ent[int(np.argmin(np.abs(grid - np.log(r["alpha"]))))] if ent else {}
+        share, t = near.get("top_share"), near.get("top_t")
+        rows.append({"what": "positive curvature", "alpha": r["alpha"], "top_share": share,
+                     "top_t": t, "in_window": share is not None and t is not None
+                     and share >= PRE_COLLAPSE_SHARE and t >= RESOLVABLE_T,
+                     "gterm_positive_curvature": r["gterm_positive_curvature"],
+                     "hessian_positive_curvature": r["hessian_positive_curvature"]})
+    return rows
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per eigenvector α (the sample that owns the G-term there, its share, |cos| of the
-    eigenvector image with it, the best-aligned input), after the collapse summary."""
+    eigenvector image with it, the best-aligned input), after the collapse summary; then one row
+    per curvature α (:func:`curvature_rows`)."""
     s = collapse_summary(records)
     rows = [{"alpha": s["alpha_share_0.9"], "what": "first alpha where one sample holds 90 %",
              "top_sample": s["last_uncertain_sample"],
              "stays_top": s["last_uncertain_sample_stays_top"]}]
-    return rows + [{"what": "top eigenvector", **e} for e in s["eigvecs"]]
+    return rows + [{"what": "top eigenvector", **e} for e in s["eigvecs"]] + curvature_rows(records)
+
+
+#: "positive curvature of G^μ0 and, hence, of the full Hessian, approaches 1 in the pre-collapse
+#: regime" (App. D): Tr(G)/‖G‖_F within this of 1 (G is PSD, so ≥ 1 up to round-off)
+NEAR_ONE_TOL = 0.1
+
+
+def check_near_one(rows: list[dict[str, Any]]) -> Finding:
+    """App. D: at every curvature α in the pre-collapse window (one sample holds ≥ 90 % of
+    Σ_μ t_μ and its G-term is resolvable) Tr(G)/‖G‖_F is within ``NEAR_ONE_TOL`` of 1.
+    Inconclusive when no curvature α falls in the window (the grid is too coarse) or a value
+    there is undefined."""
+    expected = (f"|Tr(G)/||G||_F - 1| <= {NEAR_ONE_TOL} at every curvature alpha with top share "
+                f">= {PRE_COLLAPSE_SHARE} and t >= {RESOLVABLE_T:g}; at least one such alpha")
+    window = [r for r in rows if r.get("what") == "positive curvature" and r.get("in_window")]
+    measured = {"alphas_in_window": [r["alpha"] for r in window],
+                "gterm_pc": [r["gterm_positive_curvature"] for r in window],
+                "hessian_pc": [r["hessian_positive_curvature"] for r in window],
+                "top_share": [r["top_share"] for r in window]}
+    values = measured["gterm_pc"]
+    if not window or any(v is None for v in values):
+        return Finding(INCONCLUSIVE, measured, expected)
+    holds = all(abs(v - 1) <= NEAR_ONE_TOL for v in values)
+    return Finding(REPRODUCED if holds else NOT_REPRODUCED, measured, expected)
+
+
+def eigvec_image(record: dict[str, Any], absolute: bool = False) -> np.ndarray:
+    """The image of an ``eigvec`` record: the eigenvector's mean over hidden units, signed as in
+    the paper (Fig. 10) — with the sign that makes its sum non-negative, an eigenvector's sign
+    being arbitrary — or, ``absolute``, the mean of its absolute values."""
+    if absolute:
+        return np.asarray(record["heatmap"], float).reshape(record["heatmap_shape"])
+    image = np.asarray(record["heatmap_signed"], float).reshape(record["heatmap_shape"])
+    return -image if image.sum() < 0 else image
 
 
 def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None,
-           floor: float = 1e-30):
-    """Top row: first-layer top eigenvector images (mean |·| over hidden units, own colour scale
-    each); bottom: the tracked per-sample entropies vs α (log scale, clipped at ``floor``; the
-    last uncertain sample in black) and positive curvature of H and G."""
+           floor: float = 1e-30, absolute: bool = False):
+    """Top row: first-layer top eigenvector images (:func:`eigvec_image`: the signed mean over
+    hidden units as the paper's, diverging colours around 0; ``absolute``: the mean |·|), own
+    colour scale each; bottom: the tracked per-sample entropies vs α (log scale, clipped at
+    ``floor``; the last uncertain sample in black) and positive curvature of H and G."""
     import matplotlib.pyplot as plt
 
     from gzone.plots import finish
@@ -361,7 +425,12 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     grid = fig.add_gridspec(2, cols, height_ratios=(1, 1.2))
     for i, r in enumerate(eig):
         ax = fig.add_subplot(grid[0, i])
-        ax.imshow(np.asarray(r["heatmap"], float).reshape(r["heatmap_shape"]), cmap="magma")
+        image = eigvec_image(r, absolute)
+        if absolute:
+            ax.imshow(image, cmap="magma")
+        else:
+            scale = float(np.max(np.abs(image))) or 1.0
+            ax.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale)
         ax.set_title(rf"$\alpha$={r['alpha']:.3g}, share {r['top_share']:.2f}"
                      f"\n|cos| w/ #{r['top_sample']}: {r['top_sample_cosine']:.2f}", fontsize=7)
         ax.axis("off")
@@ -400,4 +469,7 @@ STUDY = Study(
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure,
     done={"entropy": (), "curvature": ("alpha",), "eigvec": ("alpha",)}, legacy={"match": {"study": "fig10"}},
+    claims=(Claim("near-one", "App. D; Fig. 2, Fig. 10",
+                  "In the pre-collapse regime, where one sample owns the G-term, the positive "
+                  "curvature Tr(G)/||G||_F of the G-term is near 1.", check_near_one),),
     doc=__doc__)
