@@ -63,6 +63,11 @@ def _papers(sections: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
+def _label(section: dict[str, Any]) -> str:
+    """A section's name: the study, with its preset when it is not the scale's."""
+    return section.get("label", section["study"].name)
+
+
 def _settings(config: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
 
@@ -72,13 +77,13 @@ def markdown(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"# gzone reproduce: scale `{meta['scale']}`", "",
              ", ".join(f"{n} {v}" for v, n in counts(sections).items()), "",
              "| study | claim | reference | verdict |", "|---|---|---|---|"]
-    lines += [f"| {c['study']} | {c['claim']} | {c['reference']} | **{c['verdict']}** |"
+    lines += [f"| {_label(s)} | {c['claim']} | {c['reference']} | **{c['verdict']}** |"
               for s in sections for c in s["claims"]]
     for paper, group in _papers(sections).items():
         lines += ["", f"## {paper}"]
         for s in group:
             study = s["study"]
-            lines += ["", f"### {study.name}: {study.reproduces}", "", study.title, ""]
+            lines += ["", f"### {_label(s)}: {study.reproduces}", "", study.title, ""]
             lines += [f"![{study.name}]({path})" for path in s["figures"]]
             if s.get("figure_error"):
                 lines.append(f"figure failed: {s['figure_error']}")
@@ -90,7 +95,8 @@ def markdown(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             if not s["claims"]:
                 lines += ["", "- no claim of the paper is checked on this study yet"]
             lines += ["", f"{s['records']} records ({s['flagged']} flagged), "
-                          f"{s['wall_s']:.0f} s; preset `{meta['scale']}`: {_settings(s['config'])}"]
+                          f"{s['wall_s']:.0f} s; preset `{s.get('preset', meta['scale'])}`: "
+                          f"{_settings(s['config'])}"]
     lines += ["", "## Provenance", "", "```", json.dumps(meta, indent=1, default=str), "```", ""]
     return "\n".join(lines)
 
@@ -125,8 +131,8 @@ def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for s in sections:
         for c in s["claims"]:
             parts.append(f"<tr class='claim' data-study='{_e(c['study'])}' "
-                         f"data-claim='{_e(c['claim'])}'><td><a href='#{_e(c['study'])}'>"
-                         f"{_e(c['study'])}</a></td><td>{_e(c['claim'])}</td>"
+                         f"data-claim='{_e(c['claim'])}'><td><a href='#{_e(_label(s))}'>"
+                         f"{_e(_label(s))}</a></td><td>{_e(c['claim'])}</td>"
                          f"<td>{_e(c['reference'])}</td><td class='small'>"
                          f"{_e(measured_text(c['measured']))}</td><td>{_verdict(c['verdict'])}</td></tr>")
     parts.append("</table>")
@@ -134,7 +140,7 @@ def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         parts.append(f"<h2>{_e(paper)}</h2>")
         for s in group:
             study = s["study"]
-            parts.append(f"<h3 id='{_e(study.name)}'>{_e(study.name)}: {_e(study.reproduces)}</h3>"
+            parts.append(f"<h3 id='{_e(_label(s))}'>{_e(_label(s))}: {_e(study.reproduces)}</h3>"
                          f"<p>{_e(study.title)}</p><div class='study'><div class='figures'>")
             parts += [f"<a href='{_e(p)}'><img src='{_e(p)}' alt='{_e(study.name)}'></a>"
                       for p in s["figures"]]
@@ -149,7 +155,7 @@ def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             if not s["claims"]:
                 parts.append("<p>No claim of the paper is checked on this study yet.</p>")
             parts.append(f"<p class='small'>{s['records']} records ({s['flagged']} flagged), "
-                         f"{s['wall_s']:.0f} s; preset <code>{_e(meta['scale'])}</code>: "
+                         f"{s['wall_s']:.0f} s; preset <code>{_e(s.get('preset', meta['scale']))}</code>: "
                          f"{_e(_settings(s['config']))}</p></div></div>")
     parts.append("<h2>Provenance</h2><pre>" + _e(json.dumps(meta, indent=1, default=str))
                  + "</pre></body></html>")

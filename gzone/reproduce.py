@@ -36,6 +36,12 @@ TIMING_FILE = "timing.json"
 FIGURES = "figures"
 
 
+def jobs(chosen: list[Any], scale: str) -> list[tuple[Any, str]]:
+    """(study, preset) pairs to run at ``scale``: each study at the preset named by the scale,
+    then its ``extra_presets`` for that scale (claims that need another model or dataset)."""
+    return [(s, preset) for s in chosen for preset in (scale, *s.extra_presets.get(scale, ()))]
+
+
 def select(only: str | None) -> list[Any]:
     """The studies whose names match one of the comma-separated glob patterns ``only`` (all
     when None), in registry order; an error naming the studies when none match."""
@@ -85,13 +91,13 @@ def _timing(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def run_study(study: Any, scale: str, runs: Path, *, data_dir: str | None,
+def run_study(study: Any, preset: str, runs: Path, *, data_dir: str | None,
               progress: Callable | None, process_index: int | None, process_count: int | None
               ) -> tuple[Any, list[dict[str, Any]], float, int]:
-    """Run (resume) ``study`` at preset ``scale``: (config, records, wall seconds, new records)."""
-    config = engine.make_config(study, scale)
+    """Run (resume) ``study`` at ``preset``: (config, records, wall seconds, new records)."""
+    config = engine.make_config(study, preset)
     cli.apply_dtype(config)
-    out = studies.default_out(study.name, scale, runs)
+    out = studies.default_out(study.name, preset, runs)
     before = len(engine.load(out)) if out.exists() else 0
     start = time.perf_counter()
     records = engine.run(study, config, out, data_dir=data_dir, progress=progress,
@@ -99,14 +105,15 @@ def run_study(study: Any, scale: str, runs: Path, *, data_dir: str | None,
     return config, records, time.perf_counter() - start, len(records) - before
 
 
-def draw_figures(study: Any, records: list[dict[str, Any]], folder: Path, title: str) -> list[str]:
-    """Draw ``study``'s figure(s) into ``folder/<paper>/<topic>*.png`` (and .pdf); the PNG paths,
-    relative to ``folder.parent``."""
+def draw_figures(study: Any, records: list[dict[str, Any]], folder: Path, title: str,
+                 suffix: str = "") -> list[str]:
+    """Draw ``study``'s figure(s) into ``folder/<paper>/<topic><suffix>*.png`` (and .pdf); the
+    PNG paths, relative to ``folder.parent``."""
     cli.use_backend(False)
     import matplotlib.pyplot as plt
 
     paper, topic = study.name.split("/")
-    stem = folder / paper / topic
+    stem = folder / paper / (topic + suffix)
     stem.parent.mkdir(parents=True, exist_ok=True)
     figures = study.figure(records, title=title, path_stem=stem)
     figures = figures if isinstance(figures, list) else [figures]
@@ -121,13 +128,13 @@ def dry_run(scale: str, only: str | None, data_dir: str | None,
     """Validate and prepare every selected study at ``scale`` (data loaded, models built) and
     say how many points each has; nothing is computed or written. The number of points."""
     total = 0
-    for study in select(only):
-        config = engine.make_config(study, scale)
+    for study, preset in jobs(select(only), scale):
+        config = engine.make_config(study, preset)
         cli.apply_dtype(config)
         engine.check(study, config)
         count = len(study.points(config, study.prepare(config, data_dir)))
         total += count
-        echo(f"{study.name} ({scale}): {count} points")
+        echo(f"{study.name} ({preset}): {count} points")
     echo(f"{total} points in all; the presets are valid and the data is there (--dry-run: "
          "nothing computed)")
     return total
@@ -151,34 +158,38 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
     sliced = process_count is not None and process_count > 1
     timing = _timing(out)
     sections, found = [], []
-    for i, study in enumerate(chosen, 1):
-        position = f"[{i}/{len(chosen)}] {study.name}"
-        echo(f"{position} ({scale})")
+    todo = jobs(chosen, scale)
+    for i, (study, preset) in enumerate(todo, 1):
+        label = study.name if preset == scale else f"{study.name} [{preset}]"
+        position = f"[{i}/{len(todo)}] {label}"
+        echo(f"{position} ({preset})")
         bar = cli.progress_bar(position, "pt") if progress else None
         config, records, wall, new = run_study(
-            study, scale, runs, data_dir=data_dir, progress=bar,
+            study, preset, runs, data_dir=data_dir, progress=bar,
             process_index=process_index if sliced else 0, process_count=process_count or 1)
         if sliced:
             continue
-        entry = timing.get(study.name, {"wall_s": 0.0})
-        if new or study.name not in timing:
+        entry = timing.get(label, {"wall_s": 0.0})
+        if new or label not in timing:
             entry = {"wall_s": entry["wall_s"] + wall, "records": len(records)}
-        timing[study.name] = entry
+        timing[label] = entry
         out.mkdir(parents=True, exist_ok=True)
         (out / TIMING_FILE).write_text(json.dumps(timing, indent=1, sort_keys=True))
         labels = study_labels(config)
-        checked = [{**c, **labels, "paper": study.paper}
-                   for c in claims_lib.evaluate(study, records, scale)]
+        checked = [{**c, **labels, "paper": study.paper, "scale": scale, "preset": preset}
+                   for c in claims_lib.evaluate(study, records, preset)]
         found += checked
-        section = {"study": study, "config": cli.config_fields(config), "claims": checked,
+        section = {"study": study, "label": label, "preset": preset,
+                   "config": cli.config_fields(config), "claims": checked,
                    "records": len(records), "wall_s": entry["wall_s"], "figures": [],
                    "flagged": sum(bool(r.get("flags")) for r in records)}
         try:
             section["figures"] = draw_figures(study, records, out / FIGURES,
-                                              command.title(study, config, scale))
+                                              command.title(study, config, preset),
+                                              "" if preset == scale else f"-{preset}")
         except Exception as error:  # a broken figure is reported, not fatal to the report
             section["figure_error"] = f"{type(error).__name__}: {error}"
-            echo(f"note: the figure of {study.name} failed: {section['figure_error']}")
+            echo(f"note: the figure of {label} failed: {section['figure_error']}")
         sections.append(section)
     if sliced:
         echo(f"process {process_index} of {process_count}: its slice of {len(chosen)} studies is "

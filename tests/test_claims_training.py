@@ -171,6 +171,8 @@ def test_lenet5_edge_both_ways_and_needs_resolution():
     # the log grid alone (1, then 2.15) cannot place the edge between 1.8 and 2.15
     log_grid = np.geomspace(config.alpha_min, config.alpha_max, config.num_alphas).tolist()
     assert gc.check_untrainable_edge(rows(1.0, log_grid)).verdict == INCONCLUSIVE
+    # nothing trains anywhere (a budget too small to tell): no edge to locate
+    assert gc.check_untrainable_edge(rows(0.0)).verdict == INCONCLUSIVE
 
 
 # ----------------------------------------------------------------------------- presets

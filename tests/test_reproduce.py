@@ -89,3 +89,14 @@ def test_slices_then_one_process_write_the_report_without_recomputing(tmp_path, 
     assert not (folder / "results.jsonl").exists() or not (folder / "results.jsonl").read_text()
     assert (folder / "process-0-of-2" / "results.jsonl").read_text() == sliced
     assert "its slice of 1 studies is done" in capsys.readouterr().out
+
+
+def test_a_scale_also_runs_the_extra_presets_a_claim_needs():
+    trainability = studies.get("icml/trainability")
+    assert reproduce.jobs([trainability], "cpu") == [(trainability, "cpu"),
+                                                     (trainability, "lenet5-cifar10-cpu")]
+    assert reproduce.jobs([trainability], "tiny") == [(trainability, "tiny")]
+    assert any("lenet5-cifar10-cpu" in c.scales for c in trainability.claims)
+    import dataclasses
+    with pytest.raises(ValueError, match="unknown presets"):
+        dataclasses.replace(trainability, extra_presets={"cpu": ("nonesuch",)})

@@ -89,12 +89,18 @@ class Study:
     legacy: Mapping[str, Any] | None = None
     #: the paper's claims its summary can confirm or refute (:mod:`gzone.engine.claims`)
     claims: tuple[Claim, ...] = ()
+    #: scale -> named presets ``gzone reproduce --scale <scale>`` also runs (a claim that needs
+    #: another model or dataset than the scale's preset, e.g. LeNet-5 beside LeNet-300-100)
+    extra_presets: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     #: the study module's docstring: what it measures and its commands
     doc: str = ""
 
     def __post_init__(self) -> None:
         if not self.kinds:
             object.__setattr__(self, "kinds", tuple(self.done))
+        unknown = [p for ps in self.extra_presets.values() for p in ps if p not in self.presets]
+        if unknown:
+            raise ValueError(f"{self.name}: extra_presets names unknown presets {unknown}")
         missing = [p for p in PRESETS if p not in self.presets]
         if missing:
             raise ValueError(f"{self.name} lacks the preset(s) {', '.join(missing)}")
