@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html as html_lib
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gzone.engine.claims import VERDICTS
@@ -44,6 +45,27 @@ def claims_table(found: list[dict[str, Any]], width: int = 90) -> str:
              "verdict": c["verdict"], "measured": _cut(measured_text(c["measured"]), width)}
             for c in found]
     return table(rows) if rows else "(no claims)"
+
+
+def statements(names: Sequence[str]) -> str:
+    """What the papers claim that these studies check, one line per claim (how a notebook
+    opens): ``study  id (reference): statement``."""
+    from gzone import studies
+
+    lines = [f"{name}  {c.id} ({c.reference}): {c.statement}"
+             for name in names for c in studies.get(name).claims]
+    return "\n".join(lines) or "(no claims)"
+
+
+def check(records: Mapping[str, list[dict[str, Any]]], preset: str, width: int = 90) -> str:
+    """Every claim of the studies named in ``records`` (name -> its records at ``preset``)
+    evaluated, as :func:`claims_table` (how a notebook ends)."""
+    from gzone import studies
+    from gzone.engine import claims
+
+    found = [c for name, recs in records.items()
+             for c in claims.evaluate(studies.get(name), recs, preset)]
+    return claims_table(found, width)
 
 
 def _cut(text: str, width: int) -> str:

@@ -100,3 +100,12 @@ def test_a_scale_also_runs_the_extra_presets_a_claim_needs():
     import dataclasses
     with pytest.raises(ValueError, match="unknown presets"):
         dataclasses.replace(trainability, extra_presets={"cpu": ("nonesuch",)})
+
+
+def test_notebook_helpers_state_and_check_the_claims(tiny):
+    name = "icml/alpha-temperature"
+    text = report_module.statements([name, "icml/alpha-sweep"])
+    assert "icml/alpha-temperature  invariance (Eq. (5); Fig. 1 middle)" in text
+    checked = report_module.check({name: tiny(name).records}, "tiny")
+    assert checked.splitlines()[1].split()[:2] == [name, "invariance"]
+    assert "reproduced" in checked
