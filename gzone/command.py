@@ -314,9 +314,13 @@ def _reproduce(argv: list[str], spellings: dict, out: list) -> int:
         reproduce.dry_run(args.scale, args.only, args.data_dir)
         return 0
     out.append(args.out)
-    reproduce.reproduce(args.scale, args.out, only=args.only, runs=args.runs,
-                        data_dir=args.data_dir, process_index=args.process_id,
-                        process_count=args.num_processes, progress=not args.no_progress)
+    try:
+        reproduce.reproduce(args.scale, args.out, only=args.only, runs=args.runs,
+                            data_dir=args.data_dir, process_index=args.process_id,
+                            process_count=args.num_processes, progress=not args.no_progress)
+    except reproduce.StudiesFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -98,6 +98,7 @@ def markdown(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The report as Markdown (figures as relative image links)."""
     lines = [f"# gzone reproduce: scale `{meta['scale']}`", "",
              ", ".join(f"{n} {v}" for v, n in counts(sections).items()), "",
+             *(f"**failed**: {line}" for line in meta.get("failed", ())), "",
              "| study | claim | reference | verdict |", "|---|---|---|---|"]
     lines += [f"| {_label(s)} | {c['claim']} | {c['reference']} | **{c['verdict']}** |"
               for s in sections for c in s["claims"]]
@@ -148,6 +149,7 @@ def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"({_e(meta['scale'])})</title><style>{STYLE}</style></head><body>",
              f"<h1>gzone reproduce: scale <code>{_e(meta['scale'])}</code></h1>",
              "<p>" + " ".join(f"{_verdict(v)} {k}" for v, k in n.items()) + "</p>",
+             *(f"<p class='failed'><b>failed</b>: {_e(line)}</p>" for line in meta.get("failed", ())),
              "<table id='summary'><tr><th>study</th><th>claim</th><th>reference</th>"
              "<th>measured</th><th>verdict</th></tr>"]
     for s in sections:

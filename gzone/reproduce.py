@@ -36,6 +36,10 @@ TIMING_FILE = "timing.json"
 FIGURES = "figures"
 
 
+class StudiesFailed(RuntimeError):
+    """Some studies of a reproduce run failed; the report holds the others."""
+
+
 def jobs(chosen: list[Any], scale: str) -> list[tuple[Any, str]]:
     """(study, preset) pairs to run at ``scale``: each study at the preset named by the scale,
     then its ``extra_presets`` for that scale (claims that need another model or dataset)."""
@@ -157,16 +161,21 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
     runs = Path(runs) if runs is not None else out / "runs"
     sliced = process_count is not None and process_count > 1
     timing = _timing(out)
-    sections, found = [], []
+    sections, found, failed = [], [], []
     todo = jobs(chosen, scale)
     for i, (study, preset) in enumerate(todo, 1):
         label = study.name if preset == scale else f"{study.name} [{preset}]"
         position = f"[{i}/{len(todo)}] {label}"
         echo(f"{position} ({preset})")
         bar = cli.progress_bar(position, "pt") if progress else None
-        config, records, wall, new = run_study(
-            study, preset, runs, data_dir=data_dir, progress=bar,
-            process_index=process_index if sliced else 0, process_count=process_count or 1)
+        try:
+            config, records, wall, new = run_study(
+                study, preset, runs, data_dir=data_dir, progress=bar,
+                process_index=process_index if sliced else 0, process_count=process_count or 1)
+        except Exception as error:  # one study's failure is reported; the others still run
+            failed.append(f"{label}: {type(error).__name__}: {error}")
+            echo(f"error: {failed[-1]}")
+            continue
         if sliced:
             continue
         entry = timing.get(label, {"wall_s": 0.0})
@@ -191,6 +200,10 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
             section["figure_error"] = f"{type(error).__name__}: {error}"
             echo(f"note: the figure of {label} failed: {section['figure_error']}")
         sections.append(section)
+    if failed:
+        echo(f"{len(failed)} of {len(todo)} studies failed (their claims are not in the report):")
+        for line in failed:
+            echo(f"  {line}")
     if sliced:
         echo(f"process {process_index} of {process_count}: its slice of {len(chosen)} studies is "
              "done; once every process is, run the command without --process-id/--num-processes "
@@ -199,12 +212,16 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
     with open(out / CLAIMS_FILE, "w") as handle:
         for record in found:
             handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-    meta = {"scale": scale, "only": only, "runs": str(runs), "provenance": provenance()}
+    meta = {"scale": scale, "only": only, "runs": str(runs), "failed": failed,
+            "provenance": provenance()}
     (out / "report.md").write_text(report.markdown(sections, meta))
     (out / "report.html").write_text(report.html(sections, meta))
     counts = {v: sum(r["verdict"] == v for r in found) for v in claims_lib.VERDICTS}
     echo(f"{len(found)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
          + f"; report: {out / 'report.html'}")
+    if failed:
+        raise StudiesFailed(f"{len(failed)} studies failed (listed above and in the report); fix "
+                           "them and rerun the same command: the others are not recomputed")
     return found
 
 

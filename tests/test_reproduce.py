@@ -109,3 +109,23 @@ def test_notebook_helpers_state_and_check_the_claims(tiny):
     checked = report_module.check({name: tiny(name).records}, "tiny")
     assert checked.splitlines()[1].split()[:2] == [name, "invariance"]
     assert "reproduced" in checked
+
+
+def test_a_failing_study_is_reported_and_the_others_still_run(tiny, tmp_path, monkeypatch, capsys):
+    name = "icml/alpha-temperature"
+    tiny(name)
+    real = reproduce.run_study
+
+    def flaky(study, *args, **kwargs):
+        if study.name == "icml/alpha-sweep":
+            raise ValueError("no data here")
+        return real(study, *args, **kwargs)
+
+    monkeypatch.setattr(reproduce, "run_study", flaky)
+    argv = ["reproduce", "--scale", "tiny", "--out", str(tmp_path), "--only",
+            f"icml/alpha-sweep,{name}", "--runs", os.environ["GZONE_RUNS"], "--no-progress"]
+    assert command.main(argv) == 1
+    assert "icml/alpha-sweep: ValueError: no data here" in capsys.readouterr().err + \
+        (tmp_path / "report.md").read_text()
+    assert [json.loads(line)["study"] for line in
+            (tmp_path / reproduce.CLAIMS_FILE).read_text().splitlines()] == [name]
