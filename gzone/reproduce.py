@@ -6,7 +6,9 @@
     gzone reproduce --scale paper --out R --process-id 0 --num-processes 4   (then once without)
 
 Each selected study runs (or resumes: finished points are not recomputed) at the preset named by
-the scale into ``<runs>/<paper>/<topic>/<scale>`` (``--runs``, default ``<out>/runs``); then its
+the scale into ``<runs>/<paper>/<topic>/<scale>`` (``--runs``, default ``<out>/runs``), and at
+the named presets its claims need beside it (``Study.extra_presets``: LeNet-5 on CIFAR-10 beside
+the LeNet-300-100 trainability grid); then its
 claims (:mod:`gzone.engine.claims`) are evaluated on its records and its figure is drawn into
 ``<out>/figures``. The run writes ``<out>/claims.jsonl`` (one record per claim),
 ``<out>/report.md`` and ``<out>/report.html`` (:mod:`gzone.report`), and keeps each study's
@@ -237,7 +239,7 @@ def parse(argv: Sequence[str]) -> Any:
                              "CPU sizes, under 2 h on 2 cores; paper: the papers' settings, GPU)")
     parser.add_argument("--out", required=True, help="folder of the report, claims and figures")
     parser.add_argument("--only", default=None,
-                        help="comma-separated glob patterns of study names, e.g. 'icml/*,fort/radius'")
+                        help="comma-separated glob patterns of study names, e.g. 'icml/*-sweep,fort/*'")
     parser.add_argument("--runs", default=None,
                         help="root of the studies' results folders (default OUT/runs; e.g. "
                              "$GZONE_RUNS to reuse runs made with `gzone run`)")
