@@ -243,11 +243,11 @@ def test_missing_data_keeps_the_whole_message(capsys, tmp_path, monkeypatch):
 def test_ctrl_c_ends_with_one_line_saying_the_same_command_resumes(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "gzone", "run", "icml/alpha-sweep", "--preset",
-                             "tiny", "--out", str(out), "--no-plot"], cwd=ROOT,
+                             "tiny", "--num-points", "60", "--out", str(out), "--no-plot"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (out / results.CONFIG_FILE).exists() and time.time() < deadline:
-        time.sleep(0.1)
+    deadline = time.time() + 300  # interrupted in the loop over points: its first one is written
+    while not (out / results.RESULTS_FILE).exists() and time.time() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130

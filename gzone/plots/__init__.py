@@ -93,7 +93,9 @@ def zone_figure(
     """ICML Fig. 2 layout: positive curvature (top) and spectral norm ‖·‖₂ (bottom, log scale) of
     the Hessian, G-term and H-term against ``x_field``; seeds as min/max bands around the median.
     The dimension sweep (Fig. 4 left) shows positive curvature only, with the √d bound.
-    Full-space records, if any, are drawn dashed (in the dimension sweep: at d = P)."""
+    Full-space records, if any, are drawn dashed (in the dimension sweep: at d = P); records of
+    other kinds (without a ``term``) are left out."""
+    records = [r for r in records if "term" in r]
     terms = [t for t in TERM_STYLE if any(r["term"] == t for r in records)]
     rows = 1 if x_field == "dim" else 2
     fig, axes = plt.subplots(rows, 1, figsize=(5.5, 3.2 * rows), sharex=True, squeeze=False)
