@@ -124,7 +124,9 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         ax.plot(dims, med, ls=":", marker="^", ms=3, color=color,
                 label=r"$\mathbb{E}G_*$, Eq. (8)")
         ax.fill_between(dims, low, high, color=color, alpha=0.1, lw=0)
-        ax.legend(fontsize=8)
+        old = ax.get_legend()
+        handles = [h for h in old.legend_handles] if old else []
+        ax.legend(handles=[*handles, *ax.get_lines()[-1:]], fontsize=7)
     plots.save(drawn[0], path_stem)
     if len(drawn) > 1 and path_stem is not None:
         plots.save(drawn[1], f"{path_stem}-densities")
