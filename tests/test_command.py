@@ -241,16 +241,22 @@ def test_missing_data_keeps_the_whole_message(capsys, tmp_path, monkeypatch):
 
 
 def test_ctrl_c_ends_with_one_line_saying_the_same_command_resumes(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "gzone", "run", "icml/alpha-sweep", "--preset",
-                             "tiny", "--num-points", "60", "--out", str(out), "--no-plot"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300  # interrupted in the loop over points: its first one is written
-    while not (out / results.RESULTS_FILE).exists() and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:  # a file, not a pipe: a full pipe would block the run
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gzone", "run", "icml/alpha-sweep", "--preset", "tiny",
+             "--num-points", "60", "--out", str(out), "--no-plot"], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=stderr,
+            # a suite started in the background inherits SIGINT ignored, and a Python started
+            # so never raises KeyboardInterrupt: restore it
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.time() + 300  # interrupted in the loop over points, after the first one
+        while not (out / results.RESULTS_FILE).exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
     assert proc.returncode == 130
+    err = log.read_text()
     lines = [line for line in err.splitlines() if line.startswith(("interrupted", "Traceback"))]
     assert lines == [f"interrupted: rerun the same command to resume (every finished point is kept "
                      f"in {out})"]
