@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gzone import cli, results
+from gzone.cli import table, title  # noqa: F401  (gzone.command.table/title: public names)
 
 USAGE = "gzone {list,run,show,plot,migrate,reproduce} ... (gzone --help for more)"
 INTERRUPTED = ("interrupted: rerun the same command to resume (every finished point is kept{where})")
@@ -165,31 +166,6 @@ def build(study: Any, argv: list[str], spellings: dict) -> tuple[argparse.Namesp
     return args, config
 
 
-def _joined(value: Any) -> str:
-    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-
-
-def title(study: Any, config: Any, preset: str | None = None) -> str:
-    """A figure title: the study and preset, then its network, data, N, d and seeds (those the
-    config has), on two lines."""
-    fields = cli.config_fields(config) if not isinstance(config, dict) else config
-    model = fields.get("model") or _joined(fields.get("models") or "")
-    if model == "mlp" and fields.get("widths"):
-        model = "mlp " + "-".join(map(str, fields["widths"]))
-    data = _joined(fields.get("datasets") or fields.get("dataset") or "")
-    what = [f"{model} on {data}" if model and data else (data or model or "")]
-    first = {label: next((fields[k] for k in keys if fields.get(k) is not None), None)
-             for label, keys in (("N", ("n_samples", "n_train")), ("d", ("dim", "dims", "hs_dims")),
-                                 ("seeds", ("seeds",)), ("inits", ("n_inits",)))}
-    what += [f"{label} = {_joined(first[label])}" for label in ("N", "d") if first[label]]
-    if first["seeds"]:
-        what.append(f"{first['seeds']} seed" + ("s" if first["seeds"] != 1 else ""))
-    if first["inits"]:
-        what.append(f"{first['inits']} initializations")
-    head = study.name + (f" ({preset})" if preset else "")
-    return head + "\n" + ", ".join(w for w in what if w)
-
-
 def _run(argv: list[str], spellings: dict, out_holder: list) -> int:
     from gzone import engine
 
@@ -322,39 +298,6 @@ def _reproduce(argv: list[str], spellings: dict, out: list) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value):
-        return "(" + ", ".join(_cell(v) for v in value) + ")"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    """Rows (dicts) as an aligned text table: the columns are the keys in order of appearance,
-    numbers right-aligned, text left-aligned."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows)
-               for c in columns]
-
-    def line(values):
-        return "  ".join((v.rjust(w) if num else v.ljust(w))
-                         for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    return "\n".join([line(columns), *(line(r) for r in cells)])
 
 
 def shim(argv: Sequence[str], selectors: dict[str, str], *, default: str | None = None,

@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gzone import cli
 from gzone.engine.claims import VERDICTS
 
 COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#cf222e", "inconclusive": "#9a6700",
@@ -39,12 +40,10 @@ def measured_text(measured: Any) -> str:
 def claims_table(found: list[dict[str, Any]], width: int = 90) -> str:
     """Claim records (:func:`gzone.engine.claims.evaluate`) as a text table a person reads:
     study, claim, reference, verdict, then the measured values (cut at ``width`` characters)."""
-    from gzone.command import table
-
     rows = [{"study": c["study"], "claim": c["claim"], "reference": c["reference"],
              "verdict": c["verdict"], "measured": _cut(measured_text(c["measured"]), width)}
             for c in found]
-    return table(rows) if rows else "(no claims)"
+    return cli.table(rows) if rows else "(no claims)"
 
 
 def statements(names: Sequence[str]) -> str:

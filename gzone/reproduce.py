@@ -63,12 +63,8 @@ def select(only: str | None) -> list[Any]:
 
 def study_labels(config: Any) -> dict[str, str]:
     """The model and dataset a config runs (the claims' ``model`` and ``dataset`` fields)."""
-    fields = cli.config_fields(config)
-    model = fields.get("model") or ", ".join(fields.get("models", ()) or ())
-    if model == "mlp" and fields.get("widths"):
-        model = "mlp " + "-".join(map(str, fields["widths"]))
-    data = fields.get("dataset") or ", ".join(fields.get("datasets", ()) or ())
-    return {"model": str(model or "-"), "dataset": str(data or "-")}
+    model, data = cli.model_and_data(cli.config_fields(config))
+    return {"model": model or "-", "dataset": data or "-"}
 
 
 def provenance() -> dict[str, Any]:
@@ -152,7 +148,7 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
               progress: bool = True, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run the selected studies at ``scale``, evaluate their claims, draw their figures and
     write the report (module docstring); the claim records (none for a process of several)."""
-    from gzone import command, report
+    from gzone import report
 
     if scale not in engine.PRESETS:
         raise ValueError(f"scale must be one of {', '.join(engine.PRESETS)}, got {scale!r}")
@@ -196,7 +192,7 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
                    "flagged": sum(bool(r.get("flags")) for r in records)}
         try:
             section["figures"] = draw_figures(study, records, out / FIGURES,
-                                              command.title(study, config, preset),
+                                              cli.title(study, config, preset),
                                               "" if preset == scale else f"-{preset}")
         except Exception as error:  # a broken figure is reported, not fatal to the report
             section["figure_error"] = f"{type(error).__name__}: {error}"
