@@ -29,12 +29,10 @@ def _cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shared() -> Path:
-    root = os.environ.get("GZONE_DATA_DIR")
-    if not root:
-        pytest.skip("GZONE_DATA_DIR is not set (CI sets it to ../shared/data): "
-                    "skipping the tests on the real dataset files")
-    return Path(root)
+def shared(data_dir) -> Path:
+    """The shared real-data folder (conftest's ``data_dir``: skips visibly when GZONE_DATA_DIR is
+    unset or not a folder, e.g. a clone that does not sit beside ../shared)."""
+    return data_dir
 
 
 @pytest.fixture(scope="module")
