@@ -74,7 +74,7 @@ def test_fig8_three_heat_maps_with_colour_bars_and_saves(tmp_path):
     assert (tmp_path / "fig8.png").stat().st_size > 0 and (tmp_path / "fig8.pdf").stat().st_size > 0
     panels = fig.axes[:3]
     for ax in panels:
-        assert "alpha" in ax.get_xlabel() and "lr0" in ax.get_ylabel()
+        assert r"$\alpha$" in ax.get_xlabel() and r"$\eta_0$" in ax.get_ylabel()
         assert [t.get_text() for t in ax.get_xticklabels()] == ["0.01", "0.1", "1", "10", "100"]
         assert [t.get_text() for t in ax.get_yticklabels()] == ["0.01", "0.1", "1"]
     # heat maps are (lr0, alpha): rows lr0, columns alpha
@@ -158,7 +158,7 @@ def test_fig9_one_panel_per_alpha_train_solid_test_dashed(tmp_path):
         styles = [line.get_linestyle() for line in ax.lines]
         assert styles.count("-") == styles.count("--") == len(LR0S)
     labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
-    assert labels[:3] == ["lr0=0.01", "lr0=0.1", "lr0=1"]
+    assert labels[:3] == [r"$\eta_0$ = 0.01", r"$\eta_0$ = 0.1", r"$\eta_0$ = 1"]
     single = training.fig9_figure(grid_records(alphas=(1.0,), lr0s=(0.1,)))
     assert len(single.axes) == 1
     assert len(training.fig9_figure([]).axes) == 1

@@ -22,11 +22,20 @@ TERM_STYLE = {
     "gterm": {"label": "G-term $G_*$", "color": "tab:blue"},
     "hterm": {"label": "H-term $H_*$", "color": "tab:red"},
 }
-X_LABELS = {
-    "alpha": r"initialization scale $\alpha$",
-    "temperature": r"softmax temperature $T$",
-    "dim": r"subspace dimension $d$",
-}
+#: axis labels of the quantities several figures show: one spelling each (words, then the
+#: symbol in mathtext); the Fort & Scherlis radius is ``gzone.studies.fort._common.RADIUS_LABEL``
+ALPHA_LABEL = r"initialization scale $\alpha$"
+TEMPERATURE_LABEL = r"softmax temperature $T$"
+DIM_LABEL = r"subspace dimension $d$"
+LR0_LABEL = r"base learning rate $\eta_0$"
+#: of the matrix each line names (Hessian, G-term, H-term)
+POSITIVE_CURVATURE_LABEL = r"positive curvature $\mathrm{Tr}/\|\cdot\|_F$"
+#: of the Hessian on a random d-plane alone
+PLANE_POSITIVE_CURVATURE_LABEL = r"positive curvature $\mathrm{Tr}(H_d)/\|H_d\|_F$"
+SPECTRAL_NORM_LABEL = r"spectral norm $\|\cdot\|_2$"
+ENTROPY_LABEL = "mean softmax entropy (nats)"
+GRADIENT_NORM_LABEL = r"gradient norm $\|\nabla_\theta \ell\|$"
+X_LABELS = {"alpha": ALPHA_LABEL, "temperature": TEMPERATURE_LABEL, "dim": DIM_LABEL}
 X_SYMBOLS = {"alpha": r"\alpha", "temperature": "T", "dim": "d"}
 
 
@@ -104,13 +113,13 @@ def zone_figure(
             _band(axes[0, 0], records, x_field, term, "positive_curvature", full)
             if rows == 2:
                 _band(axes[1, 0], records, x_field, term, "spectral_norm", full)
-    axes[0, 0].set_ylabel(r"positive curvature $\mathrm{Tr}/\|\cdot\|_F$")
+    axes[0, 0].set_ylabel(POSITIVE_CURVATURE_LABEL)
     axes[0, 0].axhline(0, color="grey", lw=0.5)
     if x_field == "dim":
         dims = np.array(sorted({r["dim"] for r in records if not _is_full(r)}), dtype=float)
         axes[0, 0].plot(dims, np.sqrt(dims), ls="--", color="grey", label=r"bound $\sqrt{d}$")
     else:
-        axes[1, 0].set_ylabel(r"spectral norm $\|\cdot\|_2$")
+        axes[1, 0].set_ylabel(SPECTRAL_NORM_LABEL)
         axes[1, 0].set_yscale("log")
         _informative_range(axes[1, 0], records)
         for ax in axes[:, 0]:

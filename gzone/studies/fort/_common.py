@@ -42,7 +42,10 @@ from gzone.engine.config import (
 from gzone.engine.setup import Setup
 from gzone.engine.study import Context, Point
 
+#: axis labels of the Fort & Scherlis figures (the plane Hessian's positive curvature is
+#: ``gzone.plots.PLANE_POSITIVE_CURVATURE_LABEL``)
 RADIUS_LABEL = r"radius $r = \|\theta\|$"
+POSITIVE_EIGENVALUES_LABEL = "fraction of positive eigenvalues"
 
 
 @dataclasses.dataclass(frozen=True)

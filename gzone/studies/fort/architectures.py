@@ -172,7 +172,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     in units of each network's Xavier radius, one column per dataset, one curve per network."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import PLANE_POSITIVE_CURVATURE_LABEL, finish
 
     planes = [r for r in records if r.get("kind") == "plane"]
     datasets = sorted({r["dataset"] for r in planes}) or ["-"]
@@ -187,7 +187,8 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
                             lambda r, a=arch: r["label"] == a, colors[arch], arch)
         if not group:
             common.empty(axes[0, j], "plane")
-        for i, ylabel in enumerate((r"Tr$H$ / $\|H\|_F$", "fraction of positive eigenvalues")):
+        ylabels = (PLANE_POSITIVE_CURVATURE_LABEL, common.POSITIVE_EIGENVALUES_LABEL)
+        for i, ylabel in enumerate(ylabels):
             common.xavier(axes[i, j], group, factor=True)
             axes[i, j].set(xscale="log", xlabel=r"$r / r_{Xavier}$", ylabel=ylabel)
         axes[0, j].set_title(dataset)

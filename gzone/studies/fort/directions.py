@@ -204,7 +204,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     (right) measured Tr H_d/‖H_d‖_F against the exact prediction, y = x."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import PLANE_POSITIVE_CURVATURE_LABEL, finish
 
     pts = [r for r in records if r.get("kind") == "directions"]
     planes = [r for r in records if r.get("kind") == "plane"]
@@ -219,21 +219,21 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     colors = common.colors(dims, "plasma")
     for d in dims:
         common.band(ax_l, planes, "radius", "local_convexity", lambda r, d=d: r["dim"] == d,
-                    colors[d], f"eigenvalues, d={d}")
+                    colors[d], f"eigenvalues, $d$ = {d}")
     common.xavier(ax_l, pts)
     ax_l.set(xscale="log", xlabel=common.RADIUS_LABEL, ylabel="fraction positive",
-             title="positive curvature: directions vs eigenvalues")
+             title="random directions vs eigenvalues")
     for d in dims:
         pairs = [(r["predicted_positive_curvature"], r["positive_curvature"]) for r in planes
                  if r["dim"] == d and r.get("predicted_positive_curvature") is not None
                  and r.get("positive_curvature") is not None]
         if pairs:
             p, m = np.array(pairs).T
-            ax_r.plot(p, m, "o", ms=3, color=colors[d], label=f"d={d}")
+            ax_r.plot(p, m, "o", ms=3, color=colors[d], label=f"$d$ = {d}")
     lims = ax_r.get_xlim()
     ax_r.plot(lims, lims, color="0.5", lw=0.8)
-    ax_r.set(xlabel=r"predicted $E\,$Tr$H_d/\sqrt{E\|H_d\|_F^2}$",
-             ylabel=r"measured Tr$H_d/\|H_d\|_F$", title="random d-planes")
+    ax_r.set(xlabel=r"predicted $\mathbb{E}\,\mathrm{Tr}(H_d)/\sqrt{\mathbb{E}\|H_d\|_F^2}$",
+             ylabel=f"measured {PLANE_POSITIVE_CURVATURE_LABEL}", title="random $d$-planes")
     for ax in (ax_l, ax_r):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

@@ -188,15 +188,16 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     crosses); (d) the initial loss against Tr H_d/‖H_d‖_F."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import PLANE_POSITIVE_CURVATURE_LABEL, finish
 
     inits = {r["seed"]: r for r in records if r.get("kind") == "init"}
     trained = {r["seed"]: r for r in records if r.get("kind") == "trained"}
     seeds = sorted(set(inits) & set(trained))
     summary = selection_summary(records)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    names = {"local_convexity": "fraction of positive eigenvalues",
-             "positive_curvature": r"Tr$H$ / $\|H\|_F$", "initial_test_loss": "initial test loss"}
+    names = {"local_convexity": common.POSITIVE_EIGENVALUES_LABEL,
+             "positive_curvature": PLANE_POSITIVE_CURVATURE_LABEL,
+             "initial_test_loss": "initial test loss"}
     for ax, (name, label) in zip(axes[:3], names.items()):
         if not seeds:
             common.empty(ax, "trained")
@@ -211,15 +212,16 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         stats = summary["measures"].get(name)
         ax.set(xlabel=label, ylabel="steps to target test accuracy",
                title="" if stats is None else
-               f"Spearman {stats['spearman']:.2f}, MWU p={stats['p_value']:.2g}")
+               rf"Spearman $\rho$ = {stats['spearman']:.2f}, MWU $p$ = {stats['p_value']:.2g}")
     ax = axes[3]
     pairs = [(inits[s]["positive_curvature"], inits[s]["initial_test_loss"]) for s in inits
              if inits[s]["positive_curvature"] is not None]
     if pairs:
         ax.plot(*np.array(pairs).T, "o", color="tab:blue", ms=4)
     radii = [r["xavier_radius"] for r in inits.values()]
-    ax.set(xlabel=r"Tr$H$ / $\|H\|_F$", ylabel="initial test loss",
-           title="(d) all draws at the Xavier radius" + (f" r={np.mean(radii):.3g}" if radii else ""))
+    ax.set(xlabel=PLANE_POSITIVE_CURVATURE_LABEL, ylabel="initial test loss",
+           title="(d) all draws at the Xavier radius"
+           + (f" $r$ = {np.mean(radii):.3g}" if radii else ""))
     return finish(fig, title, path_stem)
 
 

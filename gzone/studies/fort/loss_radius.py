@@ -148,21 +148,23 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     else:
         r = np.array([row["radius"] for row in rows])
         ax_a.plot(r, [row["loss"] for row in rows], "o-", ms=3, color="black", label="mean loss")
-        ax_a.axhline(summary["log_classes"], color="0.6", lw=0.8, label="log K")
+        ax_a.axhline(summary["log_classes"], color="0.6", lw=0.8, label=r"$\log K$")
         fit = summary["fit"]
         if fit is not None:
             rr = r[r >= fit["r_min"]]
             ax_a.plot(rr, fit["prefactor"] * rr ** fit["exponent"], "--", color="tab:red",
-                      label=f"fit: exponent {fit['exponent']:.2f} (L = {summary['weight_layers']})")
-        ax_b.plot(r, [row["trace"] for row in rows], "o-", ms=3, label=r"Tr$(MHM)$")
+                      label=f"fit: exponent {fit['exponent']:.2f}"
+                            f" ($L$ = {summary['weight_layers']})")
+        ax_b.plot(r, [row["trace"] for row in rows], "o-", ms=3, label=r"$\mathrm{Tr}(MHM)$")
         ax_b.plot(r, [row["frobenius_norm"] for row in rows], "s-", ms=3, label=r"$\|MHM\|_F$")
         for ax in (ax_a, ax_b):
             ax.axvline(summary["xavier_radius"], color="0.4", ls=":", lw=1, label="Xavier radius")
-    ax_a.set(xscale="log", yscale="log", xlabel=common.RADIUS_LABEL, ylabel="loss",
-             title="(a) mean loss at radius r")
+    ax_a.set(xscale="log", yscale="log", xlabel=common.RADIUS_LABEL,
+             ylabel=r"mean loss $\langle\ell\rangle$",
+             title="(a) mean loss at radius $r$")
     ax_b.set(xscale="log", yscale="symlog", xlabel=common.RADIUS_LABEL,
              ylabel=r"full-space $MHM$ ($M$: per-layer metric)",
-             title=r"(b) Tr$(MHM)$ and $\|MHM\|_F$")
+             title=r"(b) $\mathrm{Tr}(MHM)$ and $\|MHM\|_F$")
     for ax in (ax_a, ax_b):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

@@ -74,7 +74,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     (b) Tr H_d/‖H_d‖_F against d, one curve per radius."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import DIM_LABEL, PLANE_POSITIVE_CURVATURE_LABEL, finish
 
     planes = [r for r in records if r.get("kind") == "plane"]
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -82,14 +82,14 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     colors = common.colors(dims, "plasma")
     for d in dims:
         common.band(ax_a, planes, "radius", "local_convexity", lambda r, d=d: r["dim"] == d,
-                    colors[d], f"d={d}")
+                    colors[d], f"$d$ = {d}")
     if not planes:
         common.empty(ax_a, "plane")
         common.empty(ax_b, "plane")
     ax_a.axhline(0.5, color="0.6", lw=0.8)
     common.xavier(ax_a, planes)
-    ax_a.set(xscale="log", xlabel=common.RADIUS_LABEL, ylabel="fraction of positive eigenvalues",
-             title="(a) positive eigenvalues on random d-planes")
+    ax_a.set(xscale="log", xlabel=common.RADIUS_LABEL, ylabel=common.POSITIVE_EIGENVALUES_LABEL,
+             title="(a) positive eigenvalues on random $d$-planes")
     factors = sorted({r["radius_factor"] for r in planes})
     shown = factors[:: max(1, len(factors) // 6)]
     fcolors = common.colors(shown)
@@ -99,9 +99,9 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         med = [np.median([r["positive_curvature"] for r in group if r["dim"] == d]) for d in ds]
         radius = np.mean([r["radius"] for r in group]) if group else np.nan
         ax_b.plot(ds, med, marker="o", ms=3, color=fcolors[c],
-                  label=f"r={radius:.3g}" + (" (Xavier)" if abs(c - 1) < 1e-9 else ""))
-    ax_b.set(xscale="log", xlabel="hyperplane dimension d", ylabel=r"Tr$H$ / $\|H\|_F$",
-             title="(b) Tr H / ||H|| against d")
+                  label=f"$r$ = {radius:.3g}" + (" (Xavier)" if abs(c - 1) < 1e-9 else ""))
+    ax_b.set(xscale="log", xlabel=DIM_LABEL, ylabel=PLANE_POSITIVE_CURVATURE_LABEL,
+             title="(b) positive curvature against $d$")
     for ax in (ax_a, ax_b):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

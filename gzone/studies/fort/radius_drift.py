@@ -133,12 +133,12 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     colors = common.colors(factors, "coolwarm")
     for (c, seed), (steps, norms) in curves.items():
         ax.plot(steps, norms, color=colors[c], lw=1.3,
-                label=f"start {c:g} x Xavier" if seed == 0 else None)
+                label=f"start at {c:g} $r_{{Xavier}}$" if seed == 0 else None)
     radii = [r["xavier_radius"] for r in records if r.get("kind") == "run"]
     if radii:
         ax.axhline(float(np.mean(radii)), color="0.4", ls=":", lw=1, label="Xavier radius")
-    ax.set(yscale="log", xlabel="Adam step", ylabel=common.RADIUS_LABEL,
-           title="radius drift in training")
+    ax.set(yscale="log", xlabel="step", ylabel=common.RADIUS_LABEL,
+           title="radius drift in full-space Adam training")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return finish(fig, title, path_stem)

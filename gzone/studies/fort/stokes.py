@@ -189,14 +189,16 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         lap = np.array([row["laplacian"] for row in rows])
         se = np.array([row["laplacian_stderr"] for row in rows])
         ax.errorbar(rho, lap, yerr=2 * se, fmt="o-", ms=3, color="black",
-                    label=r"$\langle\nabla^2\ell\rangle$ (Hutchinson)")
+                    label="Hutchinson estimate")
         rhs = np.array([np.nan if row["stokes_laplacian"] is None else row["stokes_laplacian"]
                         for row in rows])
         ax.plot(rho, rhs, "s--", ms=3, color="tab:red",
-                label=r"$\partial_\rho^2\langle\ell\rangle + \frac{D-1}{\rho}\partial_\rho\langle\ell\rangle$")
+                label=r"Eq. (4): $\partial_\rho^2\langle\ell\rangle"
+                      r" + \frac{D-1}{\rho}\partial_\rho\langle\ell\rangle$")
         common.xavier(ax, [r for r in records if r.get("kind") == "sphere"])
-    ax.set(xscale="log", yscale="symlog", xlabel=common.RADIUS_LABEL, ylabel="mean Laplacian",
-           title="Stokes (Eq. 4)")
+    ax.set(xscale="log", yscale="symlog", xlabel=common.RADIUS_LABEL,
+           ylabel=r"mean Laplacian $\langle\mathrm{Tr}(MHM)\rangle$",
+           title=r"Stokes (Eq. 4), $\rho = \|M^{-1}\theta\|$")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     return finish(fig, title, path_stem)

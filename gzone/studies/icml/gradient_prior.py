@@ -192,7 +192,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     """Gradient norm vs ‖Q̂ − Q‖₂ with the fitted and both predicted slopes."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import GRADIENT_NORM_LABEL, finish
 
     fig, ax = plt.subplots(figsize=(5, 3.8))
     priors = [r for r in records if r.get("kind") == "prior"]
@@ -209,7 +209,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
                 label=rf"$P\sigma_c^2$ = {s['slope_paper']:.3g} (as printed)")
     ax.set_ylim(0, max(norm.max() if norm.size else 1, 1e-12) * 1.3)
     ax.set_xlabel(r"$\|\hat Q - Q\|_2$")
-    ax.set_ylabel(r"gradient norm $\|\nabla_\theta \ell\|$")
+    ax.set_ylabel(GRADIENT_NORM_LABEL)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, lw=0.3)
     return finish(fig, title, path_stem, ax)

@@ -261,7 +261,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     mean softmax entropy (right)."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import ALPHA_LABEL, ENTROPY_LABEL, POSITIVE_CURVATURE_LABEL, finish
 
     recs = [r for r in records if r.get("kind") == "point"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -279,10 +279,10 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
             axes[1].scatter([r["mean_entropy"] for r in recs], _values(recs, name), s=10,
                             color=color, label=label)
     axes[0].set_xscale("log")
-    axes[0].set_xlabel(r"initialization scale $\alpha$")
-    axes[1].set_xlabel("mean softmax entropy (nats)")
+    axes[0].set_xlabel(ALPHA_LABEL)
+    axes[1].set_xlabel(ENTROPY_LABEL)
     for ax in axes:
-        ax.set_ylabel(r"positive curvature $\mathrm{Tr}/\|\cdot\|_F$")
+        ax.set_ylabel(POSITIVE_CURVATURE_LABEL)
         ax.grid(alpha=0.3, lw=0.3)
         ax.legend(fontsize=8)
     return finish(fig, title, path_stem)

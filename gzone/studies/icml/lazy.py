@@ -176,7 +176,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     agreement of the two models' test predictions and ‖z − z_lin‖/‖z‖."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import ALPHA_LABEL, finish
 
     t = lazy_table(records)
     fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6))
@@ -202,7 +202,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     for ax in axes:
         if len(a):
             ax.set_xscale("log")
-        ax.set_xlabel(outside.ALPHA_LABEL)
+        ax.set_xlabel(ALPHA_LABEL)
         ax.grid(alpha=0.3, lw=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

@@ -239,21 +239,26 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     (colour: positive curvature of the Hessian); Spearman ρ in each title."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import (
+        ENTROPY_LABEL,
+        GRADIENT_NORM_LABEL,
+        PLANE_POSITIVE_CURVATURE_LABEL,
+        finish,
+    )
 
     col = columns(records)
-    panels = (("hessian_positive_curvature", "positive curvature (Hessian)"),
-              ("gradient_norm", "gradient norm"), ("loss", "initial loss"))
+    panels = (("hessian_positive_curvature", PLANE_POSITIVE_CURVATURE_LABEL),
+              ("gradient_norm", GRADIENT_NORM_LABEL), ("loss", "initial loss"))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for ax, (name, label) in zip(axes, panels):
         sc = ax.scatter(col["mean_entropy"], col[name], c=col["hessian_positive_curvature"], s=8,
                         cmap="viridis")
-        ax.set_xlabel("mean softmax entropy (nats)")
+        ax.set_xlabel(ENTROPY_LABEL)
         ax.set_ylabel(label)
         ax.set_title(rf"Spearman $\rho$ = {spearman(col['mean_entropy'], col[name]):.2f}",
                      fontsize=9)
         ax.grid(alpha=0.3, lw=0.3)
-    fig.colorbar(sc, ax=axes[-1], label="positive curvature")
+    fig.colorbar(sc, ax=axes[-1], label=PLANE_POSITIVE_CURVATURE_LABEL)
     return finish(fig, title, path_stem)
 
 

@@ -415,7 +415,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     ``floor``; the last uncertain sample in black) and positive curvature of H and G."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import ALPHA_LABEL, POSITIVE_CURVATURE_LABEL, TERM_STYLE, finish
 
     eig = sorted((r for r in records if r.get("kind") == "eigvec"), key=lambda r: r["alpha"])
     ent = sorted((r for r in records if r.get("kind") == "entropy"), key=lambda r: r["alpha"])
@@ -431,8 +431,8 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         else:
             scale = float(np.max(np.abs(image))) or 1.0
             ax.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale)
-        ax.set_title(rf"$\alpha$={r['alpha']:.3g}, share {r['top_share']:.2f}"
-                     f"\n|cos| w/ #{r['top_sample']}: {r['top_sample_cosine']:.2f}", fontsize=7)
+        ax.set_title(rf"$\alpha$ = {r['alpha']:.3g}, share {r['top_share']:.2f}"
+                     f"\n$|\\cos|$ w/ #{r['top_sample']}: {r['top_sample_cosine']:.2f}", fontsize=7)
         ax.axis("off")
     ax = fig.add_subplot(grid[1, :])
     if ent:
@@ -447,18 +447,19 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylim(floor, 10)
-        ax.set_ylabel(r"per-sample entropy $\mathbb{H}(p^\mu)$")
+        ax.set_ylabel(r"per-sample softmax entropy $\mathbb{H}(p^\mu)$ (nats)")
         for r in eig:
             ax.axvline(r["alpha"], color="grey", lw=0.5, ls="--")
-    ax.set_xlabel(r"initialization scale $\alpha$")
+    ax.set_xlabel(ALPHA_LABEL)
     if curv:
         twin = ax.twinx()
-        for term, color in (("hessian", "black"), ("gterm", "tab:blue")):
+        for term in ("hessian", "gterm"):
             twin.plot([r["alpha"] for r in curv],
                       [np.nan if r[f"{term}_positive_curvature"] is None
                        else r[f"{term}_positive_curvature"] for r in curv],
-                      color=color, marker="o", ms=3, label=f"PC {term}")
-        twin.set_ylabel("positive curvature")
+                      color=TERM_STYLE[term]["color"], marker="o", ms=3,
+                      label=TERM_STYLE[term]["label"])
+        twin.set_ylabel(POSITIVE_CURVATURE_LABEL)
         twin.legend(fontsize=7, loc="upper right")
     return finish(fig, title, path_stem)
 

@@ -172,7 +172,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     over seeds) and of randomly initialised unscaled networks (dashed, band over seeds)."""
     import matplotlib.pyplot as plt
 
-    from gzone.plots import finish
+    from gzone.plots import ALPHA_LABEL, finish
 
     table = probe_table(records)
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
@@ -188,7 +188,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
             ax.axhspan(low, high, color="tab:grey", alpha=0.15, lw=0)
         ax.set_xscale("log")
         ax.legend(fontsize=7, loc="lower left")
-    ax.set_xlabel(outside.ALPHA_LABEL)
+    ax.set_xlabel(ALPHA_LABEL)
     ax.set_ylabel("linear probe test accuracy")
     ax.grid(alpha=0.3, lw=0.3)
     return finish(fig, title, path_stem)

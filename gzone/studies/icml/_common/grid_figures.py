@@ -25,7 +25,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from gzone.plots import finish
+from gzone.plots import ALPHA_LABEL, LR0_LABEL, finish
 from gzone.studies.icml._common import grid
 
 Record = dict
@@ -43,8 +43,6 @@ STRIP_FULL_STYLE = {"facecolor": "none", "edgecolor": "black", "lw": 1.2, "ls": 
                     "zorder": 5, "clip_on": False}
 ZERO_LOGITS_COLOR = "#7fdbff"  # azure
 INADMISSIBLE_COLOR = "#ff8fc8"  # pink
-ALPHA_LABEL = r"initialization scale $\alpha$ (alpha)"
-LR0_LABEL = r"base learning rate $\eta_0$ (lr0)"
 LABELS_TITLES = {"true": "true labels", "random-fixed": "random labels (drawn once)",
                  "random-per-step": "random labels (redrawn every step)"}
 
@@ -129,7 +127,7 @@ def fig8_figure(records: list[Record], *, title: str | None = None,
     fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3 + 1.2, 3.9))
     panels = (("max_train_accuracy", "max train accuracy", "viridis"),
               ("max_parameter_norm", r"max parameter norm $\|\theta\|$", "magma"),
-              ("lr_sharpness", r"$\eta\,\|H\|_2$ at initialisation", "cividis"))
+              ("lr_sharpness", r"$\eta\,\|H\|_2$ at initialization", "cividis"))
     marks = {ZERO_LOGITS_GID: 0, DIVERGED_GID: 0, INADMISSIBLE_GID: 0}
     for ax, (field, label, cmap) in zip(axes, panels):
         ax.set_title(label, fontsize=9)
@@ -167,7 +165,8 @@ def fig8_figure(records: list[Record], *, title: str | None = None,
     where = f"d = {zone_dim} plane, as Fig. 2" if projected else "full space"
     if in_zone.any():
         handles.append(Patch(**{k: v for k, v in STRIP_STYLE.items() if k != "zorder"},
-                             label=rf"Goldilocks zone ($\|G\|_2 > \|H_*\|_2$ at init, {where})"))
+                             label=rf"Goldilocks zone ($\|G_*\|_2 > \|H_*\|_2$ at initialization,"
+                                   f" {where})"))
     if in_full.any():
         handles.append(Patch(**{k: v for k, v in STRIP_FULL_STYLE.items() if k != "zorder"},
                              label="the zone in full space (Lanczos)"))
@@ -227,7 +226,7 @@ def fig9_figure(records: list[Record], *, title: str | None = None,
         ax.set_xlabel("step")
         ax.grid(alpha=0.3, lw=0.3)
     axes[0].set_ylabel("accuracy")
-    handles = [Line2D([], [], color=colors[lr0], label=f"lr0={lr0:.3g}") for lr0 in lr0s]
+    handles = [Line2D([], [], color=colors[lr0], label=rf"$\eta_0$ = {lr0:.3g}") for lr0 in lr0s]
     if handles:
         handles += [Line2D([], [], color="black", ls="-", label="train"),
                     Line2D([], [], color="black", ls="--", label="test")]

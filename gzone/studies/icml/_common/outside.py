@@ -24,7 +24,6 @@ from gzone.studies.icml._common import LENET300_FASHION
 
 #: the training metrics a run logs (no sharpness: not measured here)
 LOG_FIELDS = tuple(f for f in training.HISTORY_FIELDS if not f.startswith("sharpness"))
-ALPHA_LABEL = r"initialization scale $\alpha$ (alpha)"
 
 
 @dataclasses.dataclass(frozen=True)
