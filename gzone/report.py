@@ -93,11 +93,22 @@ def _settings(config: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
 
 
+def footer(section: dict[str, Any], scale: str) -> str:
+    """A study's closing line: records (flagged), wall time, preset and settings, and how its
+    results came into the report when it was not run by this command."""
+    s = section
+    wall = "wall time not recorded" if s.get("wall_s") is None else f"{s['wall_s']:.0f} s"
+    text = (f"{s['records']} records ({s['flagged']} flagged), {wall}; preset "
+            f"{s.get('preset', scale)}: {_settings(s['config'])}")
+    return f"{text}; {s['note']}" if s.get("note") else text
+
+
 def markdown(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The report as Markdown (figures as relative image links)."""
     lines = [f"# gzone reproduce: scale `{meta['scale']}`", "",
              ", ".join(f"{n} {v}" for v, n in counts(sections).items()), "",
-             *(f"**failed**: {line}" for line in meta.get("failed", ())), "",
+             *(f"**failed**: {line}" for line in meta.get("failed", ())),
+             *(f"**not read**: {line}" for line in meta.get("unread", ())), "",
              "| study | claim | reference | verdict |", "|---|---|---|---|"]
     lines += [f"| {_label(s)} | {c['claim']} | {c['reference']} | **{c['verdict']}** |"
               for s in sections for c in s["claims"]]
@@ -116,9 +127,7 @@ def markdown(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                           f"  - verdict: **{c['verdict']}**"]
             if not s["claims"]:
                 lines += ["", "- no claim of the paper is checked on this study yet"]
-            lines += ["", f"{s['records']} records ({s['flagged']} flagged), "
-                          f"{s['wall_s']:.0f} s; preset `{s.get('preset', meta['scale'])}`: "
-                          f"{_settings(s['config'])}"]
+            lines += ["", footer(s, meta["scale"])]
     lines += ["", "## Provenance", "", "```", json.dumps(meta, indent=1, default=str), "```", ""]
     return "\n".join(lines)
 
@@ -149,6 +158,7 @@ def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              f"<h1>gzone reproduce: scale <code>{_e(meta['scale'])}</code></h1>",
              "<p>" + " ".join(f"{_verdict(v)} {k}" for v, k in n.items()) + "</p>",
              *(f"<p class='failed'><b>failed</b>: {_e(line)}</p>" for line in meta.get("failed", ())),
+             *(f"<p class='failed'><b>not read</b>: {_e(line)}</p>" for line in meta.get("unread", ())),
              "<table id='summary'><tr><th>study</th><th>claim</th><th>reference</th>"
              "<th>measured</th><th>verdict</th></tr>"]
     for s in sections:
@@ -177,9 +187,7 @@ def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                              f"{_e(measured_text(c['measured']))}</span></p>")
             if not s["claims"]:
                 parts.append("<p>No claim of the paper is checked on this study yet.</p>")
-            parts.append(f"<p class='small'>{s['records']} records ({s['flagged']} flagged), "
-                         f"{s['wall_s']:.0f} s; preset <code>{_e(s.get('preset', meta['scale']))}</code>: "
-                         f"{_e(_settings(s['config']))}</p></div></div>")
+            parts.append(f"<p class='small'>{_e(footer(s, meta['scale']))}</p></div></div>")
     parts.append("<h2>Provenance</h2><pre>" + _e(json.dumps(meta, indent=1, default=str))
                  + "</pre></body></html>")
     return "\n".join(parts)

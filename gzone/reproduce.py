@@ -12,7 +12,9 @@ the LeNet-300-100 trainability grid); then its
 claims (:mod:`gzone.engine.claims`) are evaluated on its records and its figure is drawn into
 ``<out>/figures``. The run writes ``<out>/claims.jsonl`` (one record per claim),
 ``<out>/report.md`` and ``<out>/report.html`` (:mod:`gzone.report`), and keeps each study's
-wall time in ``<out>/timing.json``.
+wall time in ``<out>/timing.json``. A later command with ``--only`` updates that report: the
+studies it does not select stay in it, read from their finished results (nothing recomputed; an
+unfinished one is left out, and one whose results cannot be read is named).
 
 With ``--process-id I --num-processes N`` a process runs its slice of every study (points
 ``i ≡ I mod N``, into the studies' ``process-I-of-N`` folders; processes share nothing) and
@@ -125,6 +127,40 @@ def draw_figures(study: Any, records: list[dict[str, Any]], folder: Path, title:
     return [str(p.relative_to(folder.parent)) for p in saved if p.suffix == ".png"]
 
 
+def read_study(study: Any, preset: str, runs: Path, *, data_dir: str | None
+               ) -> tuple[Any, list[dict[str, Any]] | None]:
+    """(config, records) of ``study`` at ``preset`` when every point of it has finished under
+    ``runs``; records None when it has not (nothing is computed or written)."""
+    config = engine.make_config(study, preset)
+    cli.apply_dtype(config)
+    out = studies.default_out(study.name, preset, runs)
+    if not out.exists() or engine.unfinished(study, config, out, data_dir=data_dir) != 0:
+        return config, None
+    return config, engine.load(out)
+
+
+def study_section(study: Any, preset: str, scale: str, config: Any, records: list[dict[str, Any]],
+                  out: Path, label: str, wall_s: float | None,
+                  echo: Callable[[str], None]) -> dict[str, Any]:
+    """The report's section of one study: its claims evaluated on ``records`` and its figure
+    drawn into ``out/figures`` (a broken figure is reported, not fatal to the report)."""
+    labels = study_labels(config)
+    checked = [{**c, **labels, "paper": study.paper, "scale": scale, "preset": preset}
+               for c in claims_lib.evaluate(study, records, preset)]
+    section = {"study": study, "label": label, "preset": preset,
+               "config": cli.config_fields(config), "claims": checked,
+               "records": len(records), "wall_s": wall_s, "figures": [],
+               "flagged": sum(bool(r.get("flags")) for r in records)}
+    try:
+        section["figures"] = draw_figures(study, records, out / FIGURES,
+                                          cli.title(study, config, preset),
+                                          "" if preset == scale else f"-{preset}")
+    except Exception as error:
+        section["figure_error"] = f"{type(error).__name__}: {error}"
+        echo(f"note: the figure of {label} failed: {section['figure_error']}")
+    return section
+
+
 def dry_run(scale: str, only: str | None, data_dir: str | None,
             echo: Callable[[str], None] = print) -> int:
     """Validate and prepare every selected study at ``scale`` (data loaded, models built) and
@@ -159,45 +195,58 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
     runs = Path(runs) if runs is not None else out / "runs"
     sliced = process_count is not None and process_count > 1
     timing = _timing(out)
-    sections, found, failed = [], [], []
+    reported = set(timing)  # the studies an earlier command ran into this report
+    sections, found, failed, unread = [], [], [], []
     todo = jobs(chosen, scale)
-    for i, (study, preset) in enumerate(todo, 1):
+    selected = [(study.name, preset) for study, preset in todo]
+    for study, preset in jobs(list(studies.STUDIES.values()), scale):
         label = study.name if preset == scale else f"{study.name} [{preset}]"
-        position = f"[{i}/{len(todo)}] {label}"
-        echo(f"{position} ({preset})")
-        bar = cli.progress_bar(position, "pt") if progress else None
-        try:
-            config, records, wall, new = run_study(
-                study, preset, runs, data_dir=data_dir, progress=bar,
-                process_index=process_index if sliced else 0, process_count=process_count or 1)
-        except Exception as error:  # one study's failure is reported; the others still run
-            failed.append(f"{label}: {type(error).__name__}: {error}")
-            echo(f"error: {failed[-1]}")
-            continue
-        if sliced:
-            continue
-        entry = timing.get(label, {"wall_s": 0.0})
-        if new or label not in timing:
-            entry = {"wall_s": entry["wall_s"] + wall, "records": len(records)}
-        timing[label] = entry
-        out.mkdir(parents=True, exist_ok=True)
-        (out / TIMING_FILE).write_text(json.dumps(timing, indent=1, sort_keys=True))
-        labels = study_labels(config)
-        checked = [{**c, **labels, "paper": study.paper, "scale": scale, "preset": preset}
-                   for c in claims_lib.evaluate(study, records, preset)]
-        found += checked
-        section = {"study": study, "label": label, "preset": preset,
-                   "config": cli.config_fields(config), "claims": checked,
-                   "records": len(records), "wall_s": entry["wall_s"], "figures": [],
-                   "flagged": sum(bool(r.get("flags")) for r in records)}
-        try:
-            section["figures"] = draw_figures(study, records, out / FIGURES,
-                                              cli.title(study, config, preset),
-                                              "" if preset == scale else f"-{preset}")
-        except Exception as error:  # a broken figure is reported, not fatal to the report
-            section["figure_error"] = f"{type(error).__name__}: {error}"
-            echo(f"note: the figure of {label} failed: {section['figure_error']}")
+        if (study.name, preset) not in selected:
+            # not selected (--only): kept in the report this folder already has, when finished
+            if sliced or label not in reported:
+                continue
+            try:
+                config, records = read_study(study, preset, runs, data_dir=data_dir)
+            except Exception as error:
+                unread.append(f"{label}: {type(error).__name__}: {error}")
+                continue
+            if records is None:
+                continue
+            note = "read from its finished results (not selected by --only)"
+        else:
+            position = f"[{selected.index((study.name, preset)) + 1}/{len(todo)}] {label}"
+            echo(f"{position} ({preset})")
+            bar = cli.progress_bar(position, "pt") if progress else None
+            try:
+                config, records, wall, new = run_study(
+                    study, preset, runs, data_dir=data_dir, progress=bar,
+                    process_index=process_index if sliced else 0,
+                    process_count=process_count or 1)
+            except Exception as error:  # one study's failure is reported; the others still run
+                failed.append(f"{label}: {type(error).__name__}: {error}")
+                echo(f"error: {failed[-1]}")
+                continue
+            if sliced:
+                continue
+            entry = timing.get(label, {"wall_s": 0.0})
+            if new == len(records):  # a fresh results folder: earlier times were of another
+                entry = {"wall_s": 0.0}
+            if new or label not in timing:
+                entry = {"wall_s": entry["wall_s"] + wall, "records": len(records)}
+            timing[label] = entry
+            out.mkdir(parents=True, exist_ok=True)
+            (out / TIMING_FILE).write_text(json.dumps(timing, indent=1, sort_keys=True))
+            note = None
+        section = study_section(study, preset, scale, config, records, out, label,
+                                timing.get(label, {}).get("wall_s"), echo)
+        if note:
+            section["note"] = note
+        found += section["claims"]
         sections.append(section)
+    if unread:
+        echo("some finished studies could not be read into the report (not selected, so not run):")
+        for line in unread:
+            echo(f"  {line}")
     if failed:
         echo(f"{len(failed)} of {len(todo)} studies failed (their claims are not in the report):")
         for line in failed:
@@ -210,7 +259,7 @@ def reproduce(scale: str, out: str | Path, *, only: str | None = None,
     with open(out / CLAIMS_FILE, "w") as handle:
         for record in found:
             handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-    meta = {"scale": scale, "only": only, "runs": str(runs), "failed": failed,
+    meta = {"scale": scale, "only": only, "runs": str(runs), "failed": failed, "unread": unread,
             "provenance": provenance()}
     (out / "report.md").write_text(report.markdown(sections, meta))
     (out / "report.html").write_text(report.html(sections, meta))

@@ -317,7 +317,7 @@ def test_fig5b_axes_say_the_metric_weighted_quantities():
 
     fig = loss_radius.figure(loss_records())
     ax_b = fig.axes[1]
-    assert ax_b.get_legend_handles_labels()[1][:2] == [r"Tr$(MHM)$", r"$\|MHM\|_F$"]
+    assert ax_b.get_legend_handles_labels()[1][:2] == [r"$\mathrm{Tr}(MHM)$", r"$\|MHM\|_F$"]
     assert "MHM" in ax_b.get_title() and "per-layer metric" in ax_b.get_ylabel()
     plt.close(fig)
 
@@ -426,6 +426,50 @@ def test_low_variance_across_hyperplanes_at_the_xavier_radius():
     assert hypersurface_training.check_low_variance(rows).verdict == INCONCLUSIVE
 
 
+def fraction_records(start, end, radii=(0.1, 1.0, 3.0, 10.0), dims=(10, 30), seeds=3):
+    """Hyperplane records whose plane Hessians have ``start(d, f, s)`` and ``end(d, f, s)``
+    positive fractions (a hypersphere and a diverged run, which carry none, beside them)."""
+    out = [{"kind": "hypersurface", "surface": "hypersphere", "dim": 10, "seed": 0,
+            "radius_factor": 1.0, "positive_eigenvalues_start": None,
+            "positive_eigenvalues_end": None}]
+    for d in dims:
+        for f in radii:
+            for s in range(seeds):
+                out.append({"kind": "hypersurface", "surface": "hyperplane", "dim": d, "seed": s,
+                            "radius_factor": f, "positive_eigenvalues_start": start(d, f, s),
+                            "positive_eigenvalues_end": end(d, f, s)})
+    out[-1]["positive_eigenvalues_end"] = None  # diverged: not measured
+    return out
+
+
+def test_the_positive_fraction_rises_while_optimizing_within_hyperplanes():
+    rises = fraction_records(lambda d, f, s: 0.6, lambda d, f, s: 0.7 + 0.1 * (f == 10.0))
+    rows = hypersurface_training.summarize(rises)
+    row = next(r for r in rows if r.get("plane_hessian_dim") == 30 and r.get("radius_factor") == 1.0)
+    assert row == {"plane_hessian_dim": 30, "radius_factor": 1.0, "positive_eigenvalues_start": 0.6,
+                   "positive_eigenvalues_end": pytest.approx(0.7), "runs": 3, "rises": 3}
+    found = hypersurface_training.check_fraction_rises(rows)
+    assert found.verdict == REPRODUCED
+    assert (found.measured["rises"], found.measured["runs"]) == (12, 12)  # r = 0.1 and 10 r_X left out
+    assert found.measured["start_end"]["d=10 r=10r_X"] == [0.6, pytest.approx(0.8)]
+    # the other check ignores these rows
+    assert hypersurface_training.check_low_variance(rows).verdict == INCONCLUSIVE
+
+
+def test_the_positive_fraction_that_falls_or_stays_is_not_reproduced_and_a_mix_is_inconclusive():
+    falls = fraction_records(lambda d, f, s: 0.7, lambda d, f, s: 0.7 - 0.1 * (s > 0))
+    assert hypersurface_training.check_fraction_rises(
+        hypersurface_training.summarize(falls)).verdict == NOT_REPRODUCED
+    # rising only far from the zone does not count
+    far = fraction_records(lambda d, f, s: 0.6, lambda d, f, s: 0.6 + 0.2 * (f in (0.1, 10.0)))
+    assert hypersurface_training.check_fraction_rises(
+        hypersurface_training.summarize(far)).verdict == NOT_REPRODUCED
+    mix = fraction_records(lambda d, f, s: 0.6, lambda d, f, s: 0.6 + 0.1 * (s == 0) - 0.1 * (s == 1),
+                           dims=(10,))
+    assert hypersurface_training.check_fraction_rises(
+        hypersurface_training.summarize(mix)).verdict == INCONCLUSIVE
+
+
 def test_hs_epochs_help_says_the_value_and_that_the_paper_does_not_give_it():
     text = field_help(hypersurface_training.Config, "hs_epochs")
     assert "default 10" in text and "paper does not give" in text
@@ -486,7 +530,7 @@ def test_the_fort_studies_declare_their_claims():
         "fort/architectures": ["every-architecture"],
         "fort/loss-radius": ["loss-power-law", "laplacian-growth"],
         "fort/stokes": ["stokes"],
-        "fort/hypersurface-training": ["radius-dependence", "low-variance"],
+        "fort/hypersurface-training": ["radius-dependence", "low-variance", "fraction-rises"],
         "fort/init-selection": ["select-by-eigenvalues", "select-by-trace-ratio",
                                 "select-by-initial-loss"],
         "fort/radius-drift": ["drift-toward-zone"]}

@@ -14,7 +14,13 @@ import pytest
 
 from gzone import engine, models, studies, training
 from gzone.engine import setup as engine_setup
-from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from gzone.engine.claims import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    fraction_verdict,
+    wilson_interval,
+)
 from gzone.studies.icml import lazy, probe, random_labels, trainability, uso, uso_retrain
 from gzone.studies.icml._common import grid
 from gzone.studies.icml._common import grid_claims as gc
@@ -23,14 +29,14 @@ from gzone.studies.icml._common import grid_claims as gc
 
 
 def test_wilson_interval_matches_known_values():
-    low, high = gc.wilson_interval(50, 100)
+    low, high = wilson_interval(50, 100)
     assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
-    assert gc.wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert gc.wilson_interval(0, 0) == (0.0, 1.0)
-    assert gc.fraction_verdict(10, 10, 0.5) == REPRODUCED
-    assert gc.fraction_verdict(0, 10, 0.5) == NOT_REPRODUCED
-    assert gc.fraction_verdict(6, 10, 0.5) == INCONCLUSIVE
-    assert gc.fraction_verdict(0, 0, 0.5) == INCONCLUSIVE
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert fraction_verdict(10, 10, 0.5) == REPRODUCED
+    assert fraction_verdict(0, 10, 0.5) == NOT_REPRODUCED
+    assert fraction_verdict(6, 10, 0.5) == INCONCLUSIVE
+    assert fraction_verdict(0, 0, 0.5) == INCONCLUSIVE
 
 
 # ----------------------------------------------------------------------------- grid rows

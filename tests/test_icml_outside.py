@@ -328,7 +328,7 @@ def test_the_uso_figure_draws_the_path_on_top_marks_its_overflow_and_names_eta0(
     fig = uso.figure(logs + runs, title="t")
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert lines["USO model"].get_zorder() > lines["alpha=0.1"].get_zorder()
+    assert lines["USO model"].get_zorder() > lines[r"$\alpha$ = 0.1"].get_zorder()
     cross = lines["USO model overflows at step 35 (last finite log)"]
     assert list(cross.get_xdata()) == [30] and cross.get_marker() == "x"
     assert r"$\eta_0$ = 0.003" in fig._suptitle.get_text()

@@ -4,11 +4,12 @@ one report (claims.jsonl, report.md, report.html) whose links resolve and which 
 import html.parser
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from gzone import command, reproduce, studies
+from gzone import command, engine, reproduce, studies
 from gzone import report as report_module
 from gzone.engine import claims
 
@@ -129,3 +130,34 @@ def test_a_failing_study_is_reported_and_the_others_still_run(tiny, tmp_path, mo
         (tmp_path / "report.md").read_text()
     assert [json.loads(line)["study"] for line in
             (tmp_path / reproduce.CLAIMS_FILE).read_text().splitlines()] == [name]
+
+
+def test_a_rerun_of_a_subset_keeps_the_other_studies_of_the_report(tiny, tmp_path):
+    """``--only`` updates a report in place: unselected studies already in it are read from their
+    finished results, not dropped and not recomputed; an unfinished one is left out."""
+    names = ["icml/alpha-temperature", "fort/stokes"]
+    for name in names:
+        tiny(name)
+    runs = os.environ["GZONE_RUNS"]
+    quiet = {"progress": False, "echo": lambda line: None, "runs": runs}
+    first = reproduce.reproduce("tiny", tmp_path, only=",".join(names), **quiet)
+    folder = studies.default_out(names[1], "tiny", Path(runs))
+    before = (folder / "results.jsonl").stat().st_mtime_ns
+    again = reproduce.reproduce("tiny", tmp_path, only=names[0], **quiet)
+    assert [(r["study"], r["claim"]) for r in again] == [(r["study"], r["claim"]) for r in first]
+    assert (folder / "results.jsonl").stat().st_mtime_ns == before
+    assert "not selected by --only" in (tmp_path / "report.md").read_text()
+    study = studies.get(names[1])
+    config = engine.make_config(study, "tiny")
+    assert engine.unfinished(study, config, folder) == 0
+    assert engine.unfinished(study, config, tmp_path / "nowhere") is None
+    # a study of the report whose results lost points: left out, not rerun
+    copy = tmp_path / "copy"
+    for name in names:
+        shutil.copytree(studies.default_out(name, "tiny", Path(runs)),
+                        studies.default_out(name, "tiny", copy))
+    cut = studies.default_out(names[1], "tiny", copy) / "results.jsonl"
+    cut.write_text("".join(cut.read_text().splitlines(keepends=True)[:1]))
+    assert engine.unfinished(study, config, cut.parent) > 0
+    kept = reproduce.reproduce("tiny", tmp_path, only=names[0], **{**quiet, "runs": copy})
+    assert {r["study"] for r in kept} == {names[0]}

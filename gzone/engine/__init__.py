@@ -14,8 +14,8 @@ The studies themselves live in :mod:`gzone.studies` (the registry); the ``gzone`
 
 from gzone.engine.claims import Claim, Finding
 from gzone.engine.config import ConfigError, identity, make_config
-from gzone.engine.lifecycle import check, load, run
+from gzone.engine.lifecycle import check, load, run, unfinished
 from gzone.engine.study import FORT, ICML, PRESETS, Context, Point, Record, Study
 
 __all__ = ["FORT", "ICML", "PRESETS", "Claim", "ConfigError", "Context", "Finding", "Point",
-           "Record", "Study", "check", "identity", "load", "make_config", "run"]
+           "Record", "Study", "check", "identity", "load", "make_config", "run", "unfinished"]

@@ -13,6 +13,7 @@ about the scale, not about the paper.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,27 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 NOT_AT_THIS_SCALE = "not at this scale"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_AT_THIS_SCALE)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion k/n (95 % at z = 1.96); (0, 1) when n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def fraction_verdict(k: int, n: int, threshold: float) -> str:
+    """Reproduced when the Wilson interval of k/n lies above ``threshold``, not reproduced when
+    it lies below, inconclusive when it straddles it (or n = 0)."""
+    low, high = wilson_interval(k, n)
+    if n > 0 and low > threshold:
+        return REPRODUCED
+    if n > 0 and high < threshold:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,7 +58,8 @@ def load(out_dir: str | Path) -> list[Record]:
     return found
 
 
-def records_elsewhere(out_dir: str | Path, here: Path, wanted: dict[str, Any]) -> list[Record]:
+def records_elsewhere(out_dir: str | Path, here: Path | None,
+                      wanted: dict[str, Any]) -> list[Record]:
     """The records of ``out_dir``'s other folders (itself and its ``process-*`` folders, ``here``
     excepted) that hold the configuration ``wanted``: points another process count finished."""
     out = Path(out_dir)
@@ -67,6 +68,21 @@ def records_elsewhere(out_dir: str | Path, here: Path, wanted: dict[str, Any]) -
         if folder != here and results.same_config(folder, wanted):
             found += results.load_records(folder / results.RESULTS_FILE)
     return found
+
+
+def unfinished(study: Study, config: Any, out_dir: str | Path, *,
+               data_dir: str | None = None) -> int | None:
+    """How many points of ``study`` at ``config`` no folder of ``out_dir`` (itself or a
+    ``process-*`` folder) has finished — read only: nothing is computed or written. None when no
+    folder holds this configuration."""
+    out = Path(out_dir)
+    wanted = identity(study, config)
+    if not any(results.same_config(f, wanted) for f in [out, *out.glob("process-*-of-*")]):
+        return None
+    check(study, config)
+    setup = study.prepare(config, data_dir)
+    done = study.finished_keys(config, records_elsewhere(out, None, wanted))
+    return sum(point_key(p) not in done for p in study.points(config, setup))
 
 
 def check(study: Study, config: Any) -> None:

@@ -29,10 +29,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from gzone import hypersurface
+from gzone import curvature, hypersurface, metrics
 from gzone.engine import FORT, Claim, ConfigError, Finding, Study
-from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from gzone.engine.claims import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    fraction_verdict,
+    wilson_interval,
+)
 from gzone.engine.config import (
     check_alphas,
     check_at_least,
@@ -75,6 +82,15 @@ class Config(common.NetworkConfig):
     hs_batch: int = field(100, "minibatch size")
     hs_fraction: float = field(0.9, "intrinsic dimension = smallest d reaching this fraction of "
                                     "the full-space test accuracy at the Xavier radius (0 < f <= 1)")
+    hs_hessian_dim: int = field(100, "the d x d Hessian in theta_hat at the start and the end of "
+                                     "training on every hyperplane of d <= this (obs. 1: its "
+                                     "fraction of positive eigenvalues); 0: none")
+
+
+def unused_fields(config: Config) -> tuple[str, ...]:
+    """``hs_hessian_dim`` is not part of a directory's identity while 0 (directories written
+    before it existed resume with ``--hs-hessian-dim 0``)."""
+    return ("hs_hessian_dim",) if config.hs_hessian_dim == 0 else ()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -92,6 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def validate(config: Config) -> None:
     common.validate_network(config)
     check_at_least(config, "seeds", "n_test", "hs_epochs", "hs_batch")
+    check_at_least(config, "hs_hessian_dim", minimum=0)
     check_positive(config, "hs_lr")
     check_fraction(config, "hs_fraction")
     check_alphas(config, "hs_radii")
@@ -128,6 +145,28 @@ def identity_basis(num_params: int, dtype: Any) -> hypersurface.SparseBasis:
     return hypersurface.SparseBasis(index, index, jnp.ones((num_params,), dtype), num_params, num_params)
 
 
+def plane_fractions(apply_fn: Any, params0: Any, basis: hypersurface.SparseBasis,
+                    metric: jax.Array, theta_hats: jax.Array, scales: Any,
+                    batches: curvature.Batches) -> list[tuple[float | None, float | None]]:
+    """(start, end) per radius factor s: the fraction of positive eigenvalues of the d × d Hessian
+    in θ̂ of the loss on the hyperplane θ = s(θ0 + M R θ̂) (Sec. 2.1; obs. 1), at θ̂ = 0 and at the
+    trained θ̂ (None where that θ̂ is not finite). The Hessian in θ̂ is s²(MR)ᵀH(MR): the projection
+    onto the plane's columns MR (the factor s² > 0 changes no sign)."""
+    origin, unravel = ravel_pytree(params0)
+    plane = metric[:, None] * hypersurface.to_dense(basis)
+
+    def fraction(theta_hat: jax.Array, scale: float) -> float | None:
+        if not bool(jnp.all(jnp.isfinite(theta_hat))):
+            return None
+        point = hypersurface.hyperplane_point(origin, basis, metric, theta_hat, scale)
+        hessian = curvature.projected(apply_fn, unravel(point), plane, batches).hessian
+        return metrics.spectrum_summary(hessian)["local_convexity"]
+
+    zero = jnp.zeros((basis.dim,), origin.dtype)
+    return [(fraction(zero, float(s)), fraction(theta_hats[j], float(s)))
+            for j, s in enumerate(scales)]
+
+
 def _last(values: list[float | None]) -> float | None:
     finite = [v for v in values if v is not None]
     return finite[-1] if finite else None
@@ -149,6 +188,12 @@ def measure(ctx, chunk):
             x_test=setup.x_test, y_test=setup.y_test)
         h = trained.history
         r0 = float(jnp.linalg.norm(common.flat(params0)))
+        fractions = [(None, None)] * len(config.hs_radii)
+        if surface == "hyperplane" and dim <= config.hs_hessian_dim:
+            batches = ctx.cached(("batches", dim), lambda dim=dim, params0=params0:
+                                 common.batches_for(setup, config, params0, dim))
+            fractions = plane_fractions(setup.model.apply, params0, basis, m, trained.theta_hat,
+                                        config.hs_radii, batches)
         records = []
         for j, factor in enumerate(config.hs_radii):
             diverged = int(trained.diverged_at[j])
@@ -161,6 +206,8 @@ def measure(ctx, chunk):
                 "final_train_accuracy": _last(curve["train_accuracy"]),
                 "final_test_accuracy": _last(curve["test_accuracy"]),
                 "epochs": [int(e) for e in np.asarray(h["epoch"])[j]],
+                "positive_eigenvalues_start": fractions[j][0],
+                "positive_eigenvalues_end": fractions[j][1],
                 **{f"curve_{f}": v for f, v in curve.items()},
                 "diverged_at": None if diverged < 0 else diverged,
                 "flags": [] if diverged < 0 else ["diverged"]})
@@ -213,6 +260,23 @@ def intrinsic_dimension(records: list[dict[str, Any]],
     return out
 
 
+def fraction_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (d, radius factor) of the hyperplanes with plane Hessians: the mean fraction of positive
+    eigenvalues at the start and the end of training, the runs measured at both and how many of
+    them rose (obs. 1)."""
+    groups: dict[tuple[int, float], list[tuple[float, float]]] = {}
+    for r in records:
+        start, end = r.get("positive_eigenvalues_start"), r.get("positive_eigenvalues_end")
+        if r.get("kind") == "hypersurface" and r.get("surface") == "hyperplane" \
+                and claims.finite(start, end):
+            groups.setdefault((r["dim"], r["radius_factor"]), []).append((start, end))
+    return [{"plane_hessian_dim": dim, "radius_factor": factor,
+             "positive_eigenvalues_start": float(np.mean([a for a, _ in pairs])),
+             "positive_eigenvalues_end": float(np.mean([b for _, b in pairs])),
+             "runs": len(pairs), "rises": sum(b > a for a, b in pairs)}
+            for (dim, factor), pairs in sorted(groups.items())]
+
+
 def radius_key(factor: float) -> str:
     """The summary column of the radius factor ``factor``: ``r=<factor>r_X``."""
     return f"r={factor:g}r_X"
@@ -229,7 +293,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
              if len(seeds.get((surface, dim, 1.0), [])) > 1 else None}
             for (surface, dim), accs in accuracy_table(records).items()]
     fraction = recorded_fraction(records)
-    return rows + [{"surface": surface, "dim": f"intrinsic ({fraction:.0%})",
+    return rows + fraction_rows(records) + [{"surface": surface, "dim": f"intrinsic ({fraction:.0%})",
                     **{radius_key(f): d for f, d in sorted(by_radius.items())}}
                    for surface, by_radius in intrinsic_dimension(records).items()]
 
@@ -256,7 +320,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
                 xs = sorted(accs)
                 ax.plot([x * r_x for x in xs], [accs[x] for x in xs], "o--" if s == "full" else "o-",
                         ms=3, color="black" if s == "full" else colors[d],
-                        label="full space" if s == "full" else f"d={d}")
+                        label="full space" if s == "full" else f"$d$ = {d}")
         common.xavier(ax, hs)
         ax.set(xscale="log", xlabel=common.RADIUS_LABEL, ylabel="final test accuracy",
                title=f"random {surface}s")
@@ -350,12 +414,32 @@ def check_low_variance(rows: list[dict[str, Any]]) -> Finding:
     return Finding(REPRODUCED if holds else NOT_REPRODUCED, measured, expected)
 
 
+def check_fraction_rises(rows: list[dict[str, Any]]) -> Finding:
+    """Obs. 1: the fraction of positive eigenvalues of the plane Hessian rises as θ̂ is optimized
+    within the hyperplane. Over the runs on hyperplanes through radii near the zone (within
+    ``NEAR_ZONE`` of r_X, where the paper sees the excess), the fraction of runs whose end fraction
+    exceeds the start one: reproduced when its 95 % Wilson interval lies above 1/2, not reproduced
+    when below, inconclusive when it straddles 1/2 or nothing was measured."""
+    expected = (f"more than half of the hyperplane runs within x{NEAR_ZONE:g} of r_X end with a "
+                f"larger fraction of positive plane-Hessian eigenvalues than they start with "
+                f"(95 % Wilson interval above 1/2)")
+    picked = [r for r in rows if "plane_hessian_dim" in r and _near_zone(r["radius_factor"])]
+    k, n = sum(r["rises"] for r in picked), sum(r["runs"] for r in picked)
+    low, high = wilson_interval(k, n)
+    measured = {"rises": k, "runs": n, "wilson_95": [low, high],
+                "start_end": {f"d={r['plane_hessian_dim']} r={r['radius_factor']:g}r_X": [
+                    r["positive_eigenvalues_start"], r["positive_eigenvalues_end"]]
+                    for r in rows if "plane_hessian_dim" in r}}
+    return Finding(fraction_verdict(k, n, 0.5), measured, expected)
+
+
 STUDY = Study(
     name="fort/hypersurface-training", paper=FORT, reproduces="Fig. 2",
     title="training on random hyperplanes and hyperspheres; intrinsic dimension against radius",
     config=Config, presets=PRESETS, validate=validate, prepare=prepare, points=points,
     measure=measure, summarize=summarize, figure=figure,
     done={"hypersurface": ("surface", "dim", "seed")}, growable=("seeds",), legacy={"match": {"study": "fort"}},
+    unused=unused_fields,
     claims=(
         Claim("radius-dependence", "Fig. 2; concl. 3-4",
               "Training on a random low-dimensional hyperplane or hypersphere succeeds best where "
@@ -364,5 +448,8 @@ STUDY = Study(
         Claim("low-variance", "Concl. 5; Sec. 1.2",
               "The final accuracy reached on random hyperplanes of one dimension through the zone "
               "varies little from hyperplane to hyperplane.", check_low_variance),
+        Claim("fraction-rises", "Obs. 1",
+              "The fraction of positive eigenvalues of the Hessian on a random hyperplane rises as "
+              "one optimizes within the hyperplane.", check_fraction_rises),
     ),
     doc=__doc__)

@@ -46,7 +46,7 @@ class Config(outside.RunConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {**outside.TINY, "uso_alphas": (0.01, 0.1), "uso_lr0": 0.05},
     "default": {},
-    "cpu": {**outside.CPU, "uso_lr0": 0.02},
+    "cpu": {**outside.CPU, "uso_lr0": 0.0002},
     "paper": {**outside.PAPER, "uso_lr0": 0.0002, "uso_alphas": (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)},
 }
 
@@ -219,7 +219,7 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
                 ax.plot([steps[-1]], [norms[-1]], "x", color="black", ms=9, mew=2, zorder=7,
                         label=f"USO model overflows at step {over[0]} (last finite log)")
             continue
-        ax.plot(steps, norms, color=colors[alpha], lw=1.3, label=f"alpha={alpha:.3g}", zorder=4)
+        ax.plot(steps, norms, color=colors[alpha], lw=1.3, label=rf"$\alpha$ = {alpha:.3g}", zorder=4)
         t = left.get(alpha)
         if t is not None and t in steps:
             ax.plot([t], [norms[list(steps).index(t)]], "o", color=colors[alpha], ms=5, mec="white",

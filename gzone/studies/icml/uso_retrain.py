@@ -47,7 +47,7 @@ class Config(outside.RunConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {**outside.TINY, "uso_lr0": 0.05, "retrain_points": 3, "retrain_steps": 20},
     "default": {},
-    "cpu": {**outside.CPU, "uso_lr0": 0.02, "retrain_steps": 1000},
+    "cpu": {**outside.CPU, "uso_lr0": 0.0002, "retrain_steps": 1000},
     "paper": {**outside.PAPER, "uso_lr0": 0.0002, "retrain_points": 11, "retrain_steps": 5000},
 }
 
@@ -246,20 +246,20 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
     if not curves:
         outside.empty(ax, "retrain")
-    styles = {"cos_param_init": ("tab:blue", r"cos($\theta_t$, $\theta_0$)"),
-              "cos_param_neg_gradient": ("tab:green", r"cos($\theta_t$, $-g_t$)")}
+    styles = {"cos_param_init": ("tab:blue", r"$\cos(\theta_t, \theta_0)$"),
+              "cos_param_neg_gradient": ("tab:green", r"$\cos(\theta_t, -g_t)$")}
     for f, (color, label) in styles.items():
         if f in curves:
             ax.plot(*curves[f], "-o", color=color, ms=3, lw=1.3, label=label)
     ax.set_ylim(-1.05, 1.05)
-    ax.set_xlabel("USO step t")
+    ax.set_xlabel("USO step $t$")
     ax.set_ylabel("cosine similarity")
     ax.grid(alpha=0.3, lw=0.3)
     twin = ax.twinx()
     budget = sorted({(r["retrain_steps"], r["retrain_lr"]) for r in records
                      if r.get("kind") == "retrain"})
     if "train_error" in curves:
-        what = (f"train error after {budget[0][0]} GD steps, lr {budget[0][1]:.3g}"
+        what = (rf"train error after {budget[0][0]} GD steps, $\eta$ = {budget[0][1]:.3g}"
                 if len(budget) == 1 else "train error after retraining")
         twin.plot(*curves["train_error"], "-s", color="tab:red", ms=3, lw=1.5, label=what)
     twin.set_ylim(-0.02, 1.02)

@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 
 from gzone.engine import Claim, Finding
-from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from gzone.engine.claims import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    fraction_verdict,
+    wilson_interval,
+)
 from gzone.studies.icml._common.grid import ADMISSIBLE, OUTCOMES, ZERO_LOGIT_MARK
 
 Rows = list[dict[str, Any]]
@@ -25,27 +31,6 @@ GRID_SCALES = ("default", "cpu", "paper", "fashion-cpu", "lenet300-fashion", "le
 MIN_POINTS = 3
 #: "mostly": more than half, by the 95 % Wilson interval of the fraction
 MOSTLY = 0.5
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion k/n (95 % at z = 1.96); (0, 1) when n = 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    p, z2 = k / n, z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def fraction_verdict(k: int, n: int, threshold: float) -> str:
-    """Reproduced when the Wilson interval of k/n lies above ``threshold``, not reproduced when
-    it lies below, inconclusive when it straddles it (or n = 0)."""
-    low, high = wilson_interval(k, n)
-    if n > 0 and low > threshold:
-        return REPRODUCED
-    if n > 0 and high < threshold:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
