@@ -29,3 +29,12 @@ def check_dtype(name: str) -> None:
         raise ValueError(f"dtype must be float32 or float64, got {name!r}")
     if name == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs jax_enable_x64: call gzone.enable_float64() first")
+
+
+def diagnose(model, x, y, **kwargs):
+    """Where is ``model``'s initialization relative to the Goldilocks zone, and what dominates its
+    curvature? :func:`gzone.diagnosis.diagnose` (keyword arguments: ``key``, ``dim``, ``alphas``,
+    ``temperatures``, ``per_layer`` ...); ``model`` comes from :mod:`gzone.adapters`."""
+    from gzone.diagnosis import diagnose as run
+
+    return run(model, x, y, **kwargs)

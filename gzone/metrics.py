@@ -36,7 +36,7 @@ def positive_curvature(eigs: jax.Array) -> jax.Array:
 
 def local_convexity(eigs: jax.Array) -> jax.Array:
     """Fraction of strictly positive eigenvalues (Fort & Scherlis)."""
-    return jnp.mean(eigs > 0)
+    return jnp.mean((eigs > 0).astype(eigs.dtype))
 
 
 def spectral_norm(eigs: jax.Array) -> jax.Array:

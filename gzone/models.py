@@ -202,9 +202,11 @@ def init(
     scheme: str = "kaiming",
     dtype: Any = jnp.float32,
 ) -> Variables:
-    """Initial variables ``{"params": ...}`` for ``model.apply``; ``input_shape`` excludes the batch.
+    """Initial variables ``{"params": ...}`` (and ``"batch_stats"`` for BatchNorm) for
+    ``model.apply``; ``input_shape`` excludes the batch.
 
-    Schemes (weights only; biases, if any, start at zero as in both papers):
+    Schemes (weights only; biases, if any, start at zero as in both papers, normalisation scales
+    at one; other parameters are refused, :func:`init_from_shapes`):
     ``kaiming`` (He normal, fan-in, gain √2), ``xavier`` (Glorot normal), ``authors`` (what the
     ICML paper's code runs from 2024-01-21 to its HEAD: ``kaiming_normal_``, i.e. ``kaiming``) and
     ``authors-early`` (``xavier_normal_`` with gain √2, their first three commits only).
@@ -217,21 +219,39 @@ def init(
 @functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
 def _init(model: nn.Module, key: jax.Array, input_shape: tuple, scheme: str, dtype: Any) -> Variables:
     shapes = jax.eval_shape(model.init, key, jnp.zeros((1, *input_shape), dtype))
-    shapes = {"params": shapes["params"]}  # not the sown features (FEATURES_COLLECTION)
+    # the parameters and BatchNorm's statistics, not the sown features (FEATURES_COLLECTION)
+    shapes = {k: v for k, v in shapes.items() if k in ("params", "batch_stats")}
     return init_from_shapes(shapes, key, scheme, dtype)
+
+
+#: how :func:`init_from_shapes` starts each non-kernel parameter, by its name: biases at zero
+#: (both papers), normalisation scales at one (LayerNorm, BatchNorm: a zero scale would silence
+#: the layer), BatchNorm's running statistics at mean 0, variance 1 (Flax's defaults)
+NON_KERNEL_INIT = {"bias": 0.0, "scale": 1.0, "mean": 0.0, "var": 1.0}
 
 
 def init_from_shapes(shapes: Any, key: jax.Array, scheme: str, dtype: Any) -> Variables:
     """Draw variables for a tree of shapes (from ``jax.eval_shape``): ``scheme``'s initialiser for
-    every kernel (one key per leaf, ``split(key, leaves)``), zeros elsewhere. Traceable, so it can
-    be vmapped over keys without running Flax's own (discarded) initialisers."""
+    every kernel (one key per leaf, ``split(key, leaves)``), the constants of
+    :data:`NON_KERNEL_INIT` for biases, normalisation scales and BatchNorm statistics; any other
+    parameter (an embedding, a learned temperature ...) is refused with a message that names it.
+    Traceable, so it can be vmapped over keys without running Flax's own (discarded)
+    initialisers."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     keys = jax.random.split(key, len(leaves))
     initializer = INIT_SCHEMES[scheme]
-    new_leaves = [
-        initializer(k, leaf.shape, dtype) if path[-1].key == "kernel" else jnp.zeros(leaf.shape, dtype)
-        for k, (path, leaf) in zip(keys, leaves)
-    ]
+    new_leaves = []
+    for k, (path, leaf) in zip(keys, leaves):
+        name = getattr(path[-1], "key", str(path[-1]))
+        if name == "kernel":
+            new_leaves.append(initializer(k, leaf.shape, dtype))
+        elif name in NON_KERNEL_INIT:
+            new_leaves.append(jnp.full(leaf.shape, NON_KERNEL_INIT[name], dtype))
+        else:
+            where = "/".join(str(getattr(p, "key", p)) for p in path)
+            raise ValueError(f"gzone.models.init cannot initialise the parameter {where!r} (it "
+                             f"knows kernel, {', '.join(NON_KERNEL_INIT)}); initialise the model "
+                             "with module.init and pass it through gzone.adapters.linen")
     return jax.tree_util.tree_unflatten(treedef, new_leaves)
 
 

@@ -1,0 +1,424 @@
+"""Your model, diagnosed: where is this initialization relative to the Goldilocks zone, and what
+dominates its curvature? (the question of both papers, asked of any :class:`gzone.adapters.Model`).
+
+:func:`diagnose` measures at the model's parameters, on the data given:
+
+* **projected** (kind ``projected``, one record per term): the positive curvature Tr/‖·‖_F
+  (ICML Eq. 2) and local convexity (fraction of positive eigenvalues) of RᵀXR for X = H, G-term,
+  H-term (Eq. 4) on a random ``dim``-dimensional orthonormal subspace R, as the paper's Fig. 1–2;
+* **whole model** (kind ``model``): ‖G‖₂, ‖H-term‖₂ and ‖H‖₂ in full space by Lanczos with the
+  true residuals of their Ritz pairs, the verdict of Eq. (6), ``in_zone`` = ‖G‖₂ > ‖H-term‖₂;
+  the ``sharpness`` max|λ(H)|; Tr H/‖H‖_F by Hutchinson with its standard error; Γ_p (Eq. 10),
+  the mean softmax entropy, the fraction of zero-logit samples, the loss and the gradient norm;
+* **per layer** (kind ``layer``, one record per parameter block — the leaves under one module):
+  the diagonal block H_ll's top eigenvalue and positive curvature, exact (the block materialised
+  by Hessian-vector products, ``eigvalsh``) up to ``exact_block`` parameters, by Lanczos and
+  Hutchinson (with residual and standard error) above;
+* optionally the same projected and whole-model metrics over ``temperatures`` (softmax
+  temperature T at fixed parameters, Eq. 5) and over ``alphas`` (the parameters scaled by α,
+  Sec. 3: the paper's probe for homogeneous networks; for another model each record says
+  ``homogeneous: false`` and the caveat).
+
+Every record carries the model's description, the key's data, dtype, matmul precision, number of
+samples, and its ``term``/``layer``/``temperature``/``alpha``. Cost per point: ``dim`` tangents
+in one projected pass; per term ``lanczos_iters + probes + 2`` Hessian/G/H-term products; per
+layer up to ``exact_block`` (exact) or ``lanczos_iters + probes + 1`` products.
+
+    import gzone
+    from gzone import adapters
+    d = gzone.diagnose(adapters.linen(module, variables), x, y, key=jax.random.key(0))
+    print(d.table()); d.figure("diagnosis.png"); d.to_jsonl("diagnosis.jsonl")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from gzone import curvature, fullspace, hutchinson, lanczos, metrics, random_model, subspace
+from gzone.adapters import Model, ModelError, check_temperature
+from gzone.training import metrics as training_metrics
+
+#: the record fields a diagnosis writes (issue 20: public)
+FIELDS = ("term", "layer", "temperature", "alpha", "positive_curvature", "local_convexity",
+          "g_norm", "hterm_norm", "hessian_norm", "in_zone", "sharpness", "sharpness_residual",
+          "trace_ratio", "trace_ratio_stderr", "gamma_p", "entropy", "zero_logit_samples", "loss",
+          "gradient_norm")
+TERM_NAMES = {"hessian": "H", "gterm": "G-term", "hterm": "H-term"}
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """The records of :func:`diagnose`, a printed table, a figure and a JSONL file."""
+
+    records: list[dict[str, Any]]
+
+    def select(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        """The records of ``kind`` whose fields equal ``match``."""
+        return [r for r in self.records if r["kind"] == kind
+                and all(r.get(k) == v for k, v in match.items())]
+
+    def table(self) -> str:
+        """A summary a person reads in ten seconds (:func:`summary_text`)."""
+        return summary_text(self.records)
+
+    def figure(self, path: str | Path | None = None):
+        """Per-layer curvature, and the temperature and α probes when measured (:func:`figure`)."""
+        return figure(self.records, path)
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        """The records, one JSON object per line (non-finite numbers as null, flagged)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as handle:
+            for record in self.records:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+        return path
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite numbers become None and are named in ``flags`` (never written silently)."""
+    flags = list(record.get("flags", []))
+    for k, v in list(record.items()):
+        if isinstance(v, float) and not math.isfinite(v):
+            record[k] = None
+            flags.append(f"nonfinite_{k}")
+    record["flags"] = sorted(set(flags))
+    return record
+
+
+def _scaled(params: Any, alpha: float) -> Any:
+    return jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
+
+
+def homogeneity(model: Model, x: jax.Array) -> tuple[bool, float | None]:
+    """(homogeneous, degree L): whether f(2θ, x) = 2^L f(θ, x) for an integer L ≥ 1 (relative
+    tolerance from the dtype), checked on up to 16 samples."""
+    sample = jnp.asarray(x)[:16]
+    f1 = np.asarray(model.apply(model.params, sample), np.float64)
+    f2 = np.asarray(model.apply(_scaled(model.params, 2.0), sample), np.float64)
+    n1, n2 = np.linalg.norm(f1), np.linalg.norm(f2)
+    if not (n1 > 0 and np.isfinite(n2)):
+        return False, None
+    degree = round(math.log2(n2 / n1))
+    tol = 1e3 * float(jnp.finfo(curvature.params_dtype(model.params)).eps)
+    ok = degree >= 1 and np.linalg.norm(f2 - 2.0**degree * f1) <= tol * n2
+    return bool(ok), float(degree) if ok else None
+
+
+def _probs_stats(model: Model, params: Any, batches: curvature.Batches,
+                 temperature: float) -> dict[str, float]:
+    """Γ_p (Eq. 10) of the batch-averaged softmax Hessian over the real samples."""
+    probs = [jax.nn.softmax(model.apply(params, x) / temperature, -1)[np.asarray(w) > 0]
+             for x, _, w in zip(*batches)]
+    return {"gamma_p": float(random_model.gamma_p(jnp.concatenate(probs)))}
+
+
+def _spectral(term: fullspace.TermCurvature) -> tuple[float, float]:
+    """(max |λ|, the residual of that Ritz pair)."""
+    top, bottom = float(term.top_eigenvalues[0]), float(term.bottom_eigenvalues[0])
+    if abs(top) >= abs(bottom):
+        return abs(top), float(term.residual_norms[0])
+    return abs(bottom), float(term.bottom_residual_norms[0])
+
+
+def _point(model: Model, params: Any, basis: jax.Array, projected_batches: curvature.Batches,
+           batches: curvature.Batches, temperature: float, key: jax.Array, *,
+           lanczos_iters: int, probes: int, common: dict[str, Any]) -> list[dict[str, Any]]:
+    """The projected records (one per term) and the whole-model record at one (params, T)."""
+    proj = curvature.projected(model.apply, params, basis, projected_batches,
+                               temperature=temperature)
+    out = []
+    for term in curvature.TERMS:
+        summary = metrics.spectrum_summary(getattr(proj, term))
+        out.append(_finite({**common, "kind": "projected", "term": term, "layer": None,
+                            "positive_curvature": summary["positive_curvature"],
+                            "local_convexity": summary["local_convexity"],
+                            "top_eigenvalue": summary["top_eigenvalue"],
+                            "flags": summary["flags"]}))
+    full = fullspace.full_space_curvature(
+        model.apply, params, batches, None, temperature, key=key, num_probes=probes,
+        num_iters=lanczos_iters, top_k=1, density=False, common_probes=True)
+    g_norm, g_res = _spectral(full["gterm"])
+    h_norm, h_res = _spectral(full["hterm"])
+    hess_norm, hess_res = _spectral(full["hessian"])
+    logged = training_metrics.log_metrics(model.apply, params, params, batches,
+                                          jnp.asarray(temperature, curvature.params_dtype(params)))
+    record = {**common, "kind": "model", "term": None, "layer": None,
+              "g_norm": g_norm, "g_norm_residual": g_res, "hterm_norm": h_norm,
+              "hterm_norm_residual": h_res, "hessian_norm": hess_norm,
+              "hessian_norm_residual": hess_res, "in_zone": bool(g_norm > h_norm),
+              "sharpness": hess_norm, "sharpness_residual": hess_res,
+              "trace_ratio": float(full["hessian"].positive_curvature),
+              "trace_ratio_stderr": float(full["hessian"].stderr),
+              "entropy": float(logged["entropy"]),
+              "zero_logit_samples": float(logged["zero_logit_samples"]),
+              "loss": float(logged["loss"]), "gradient_norm": float(logged["gradient_norm"]),
+              "train_accuracy": float(logged["train_accuracy"]),
+              **_probs_stats(model, params, batches, temperature)}
+    return out + [_finite(record)]
+
+
+# ----------------------------------------------------------------------------- per layer
+
+
+def layer_blocks(params: Any) -> list[tuple[str, np.ndarray]]:
+    """(layer name, indices into ``ravel_pytree(params)``) per parameter block: the leaves that
+    share a module (every key of the path but the last), in the flat vector's order."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    blocks: dict[str, list[np.ndarray]] = {}
+    start = 0
+    for path, leaf in leaves:
+        keys = [str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path]
+        keys = [k for k in keys if k not in ("params", "value")]
+        name = "/".join(keys[:-1]) or (keys[0] if keys else "params")
+        size = int(np.size(leaf))
+        blocks.setdefault(name, []).append(np.arange(start, start + size))
+        start += size
+    return [(name, np.concatenate(parts)) for name, parts in blocks.items()]
+
+
+@functools.cache
+def block_matvec(apply_fn: Any) -> Any:
+    """``(v_b, params, batches, T, index, size) -> (H E_b v_b)[index]``: the diagonal block of the
+    full-batch Hessian on the coordinates ``index`` (jit-compiled, one per ``apply_fn``)."""
+    hvp = curvature.matvec("hessian", apply_fn)
+
+    def matvec(v, params, batches, temperature, index, template):
+        full = jnp.zeros_like(template).at[index].set(v.astype(template.dtype))
+        return hvp(full, params, batches, temperature)[index]
+
+    return jax.jit(matvec)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def dense_block(matvec: Any, operands: tuple, size: int) -> jax.Array:
+    """The symmetrised ``size`` × ``size`` matrix of ``matvec`` (one product per column)."""
+    template = operands[-1]
+    block = jax.vmap(lambda e: matvec(e, *operands))(jnp.eye(size, dtype=template.dtype)).T
+    return (block + block.T) / 2
+
+
+def _layer_record(model: Model, params: Any, batches: curvature.Batches, name: str,
+                  index: np.ndarray, key: jax.Array, *, exact_block: int, lanczos_iters: int,
+                  probes: int, common: dict[str, Any]) -> dict[str, Any]:
+    flat = ravel_pytree(params)[0]
+    dtype = flat.dtype
+    temperature = jnp.asarray(1.0, dtype)
+    op = lanczos.Operator(block_matvec(model.apply),
+                          (params, batches, temperature, jnp.asarray(index), flat))
+    size = len(index)
+    record = {**common, "kind": "layer", "term": "hessian", "layer": name, "block_size": size}
+    if size <= exact_block:
+        summary = metrics.spectrum_summary(dense_block(op.matvec, op.operands, size))
+        record.update(method="exact", positive_curvature=summary["positive_curvature"],
+                      positive_curvature_stderr=0.0, local_convexity=summary["local_convexity"],
+                      top_eigenvalue=summary["top_eigenvalue"], top_eigenvalue_residual=0.0,
+                      flags=summary["flags"])
+        return _finite(record)
+    key_lanczos, key_hutch = jax.random.split(key)
+    res = lanczos.eigsh(op, size, 1, key=key_lanczos, num_iters=min(lanczos_iters, size),
+                        which="LA")
+    stats = hutchinson.ratio_estimate(*hutchinson.hutchinson_samples(
+        op, size, key=key_hutch, num_probes=probes, dtype=dtype))
+    record.update(method="lanczos", positive_curvature=float(stats[0]),
+                  positive_curvature_stderr=float(stats[1]), local_convexity=None,
+                  top_eigenvalue=float(res.eigenvalues[0]),
+                  top_eigenvalue_residual=float(res.residual_norms[0]))
+    return _finite(record)
+
+
+# ----------------------------------------------------------------------------- the call
+
+
+def _check_positive_list(name: str, values: Sequence[float] | None) -> list[float]:
+    values = [] if values is None else [float(v) for v in values]
+    if any(not (math.isfinite(v) and v > 0) for v in values):
+        raise ModelError(f"{name} must be finite numbers > 0, got {values}")
+    return values
+
+
+def diagnose(model: Model, x: jax.Array, y: jax.Array, *, key: jax.Array, dim: int = 50,
+             alphas: Sequence[float] | None = None, temperatures: Sequence[float] | None = None,
+             per_layer: bool = True, lanczos_iters: int = 40, probes: int = 30,
+             exact_block: int = 256, chunk_size: int | None = None) -> Diagnosis:
+    """Diagnose ``model`` (a :class:`gzone.adapters.Model`) at its parameters on (``x``, ``y``)
+    — the module docstring lists what is measured. ``key`` draws the subspace, the Lanczos start
+    vectors and the Hutchinson probes (``fold_in`` per point); a BatchNorm model in batch mode is
+    bound to ``x`` first (:meth:`gzone.adapters.Model.bind`)."""
+    if not isinstance(model, Model):
+        raise ModelError(f"diagnose takes a gzone.adapters.Model, got {type(model).__name__}; "
+                         "wrap it with adapters.linen, adapters.nnx or adapters.function")
+    temperatures = _check_positive_list("temperatures", temperatures)
+    alphas = _check_positive_list("alphas", alphas)
+    for t in temperatures:
+        check_temperature(t)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if len(x) != len(y):
+        raise ModelError(f"x has {len(x)} samples but y has {len(y)}; pass matching arrays")
+    model = model.bind(x, chunk_size)
+    classes = model.check(x, y)
+    params = model.params
+    size = curvature.num_params(params)
+    if not 1 <= dim <= size:
+        raise ModelError(f"dim={dim} must lie in 1..P={size} (the number of parameters)")
+    dtype = curvature.params_dtype(params)
+    key_basis, key_points, key_layers = jax.random.split(key, 3)
+    basis = subspace.orthonormal_basis(key_basis, size, dim, dtype)
+    projected_batches = curvature.prepare_batches(model.apply, params, x, y, chunk_size, dim)
+    batches = curvature.prepare_batches(model.apply, params, x, y, chunk_size, 1)
+    homogeneous, degree = homogeneity(model, x) if alphas else (None, None)
+    common = {**model.describe(x), "seed": [int(v) for v in np.ravel(jax.random.key_data(key))],
+              "dtype": str(dtype), "n_samples": int(len(x)), "num_classes": classes, "dim": dim,
+              "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")
+              + " (projected passes: highest)"}
+    points = [(1.0, 1.0)] + [(t, 1.0) for t in temperatures if t != 1.0] \
+        + [(1.0, a) for a in alphas if a != 1.0]
+    records = []
+    for i, (t, a) in enumerate(points):
+        extra = {"temperature": t, "alpha": a}
+        if a != 1.0 or alphas:
+            extra.update(homogeneous=homogeneous, homogeneity_degree=degree)
+            if a != 1.0 and not homogeneous:
+                extra["caveat"] = ("the model is not homogeneous: scaling its parameters by alpha "
+                                   "is not the paper's alpha (Eq. 5, T = alpha^L, does not hold)")
+        records += _point(model, _scaled(params, a) if a != 1.0 else params, basis,
+                          projected_batches, batches, t, jax.random.fold_in(key_points, i),
+                          lanczos_iters=lanczos_iters, probes=probes, common={**common, **extra})
+    if per_layer:
+        for j, (name, index) in enumerate(layer_blocks(params)):
+            records.append(_layer_record(
+                model, params, batches, name, index, jax.random.fold_in(key_layers, j),
+                exact_block=exact_block, lanczos_iters=lanczos_iters, probes=probes,
+                common={**common, "temperature": 1.0, "alpha": 1.0}))
+    return Diagnosis(records)
+
+
+# ----------------------------------------------------------------------------- reading it
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_text(records: list[dict[str, Any]]) -> str:
+    """The whole-model verdict first, then the projected terms, the layers and the probes."""
+    base = next((r for r in records if r["kind"] == "model" and r["temperature"] == 1.0
+                 and r["alpha"] == 1.0), None)
+    if base is None:
+        return "no diagnosis records"
+    k = base["num_classes"]
+    lines = [f"{base['model']}: {base['num_params']:,} parameters, {base['n_samples']:,} samples, "
+             f"{base['dtype']}" + (f", batch_norm={base['batch_norm']}" if base["batch_norm"] else ""),
+             *(f"  note: {n}" for n in base["adapter_notes"]),
+             f"  loss {_fmt(base['loss'])} (log K = {math.log(k):.3g}), gradient norm "
+             f"{_fmt(base['gradient_norm'])}, train accuracy {_fmt(base['train_accuracy'])}",
+             f"  softmax entropy {_fmt(base['entropy'])} of {math.log(k):.3g}, Gamma_p "
+             f"{_fmt(base['gamma_p'])} in [1, {math.sqrt(k - 1):.3g}], zero-logit samples "
+             f"{_fmt(base['zero_logit_samples'], '.1%')}",
+             f"  Eq. (6): ||G||_2 = {_fmt(base['g_norm'])} "
+             f"{'>' if base['in_zone'] else '<='} ||H-term||_2 = {_fmt(base['hterm_norm'])}: "
+             + ("IN the Goldilocks zone" if base["in_zone"] else "OUTSIDE the Goldilocks zone"),
+             f"  sharpness max|lambda(H)| = {_fmt(base['sharpness'])} (residual "
+             f"{_fmt(base['sharpness_residual'], '.1e')}), Tr H/||H||_F = "
+             f"{_fmt(base['trace_ratio'])} +- {_fmt(base['trace_ratio_stderr'], '.2g')}"]
+    proj = [r for r in records if r["kind"] == "projected" and r["temperature"] == 1.0
+            and r["alpha"] == 1.0]
+    lines.append(f"  on a random d = {base['dim']} subspace: " + "; ".join(
+        f"{TERM_NAMES[r['term']]} positive curvature {_fmt(r['positive_curvature'])}, "
+        f"{_fmt(r['local_convexity'], '.0%')} positive" for r in proj))
+    layers = [r for r in records if r["kind"] == "layer"]
+    if layers:
+        width = max(len(r["layer"]) for r in layers)
+        lines.append(f"  {'layer':<{width}}  {'size':>8}  {'top eig':>9}  {'Tr/||.||_F':>10}  "
+                     "positive")
+        lines += [f"  {r['layer']:<{width}}  {r['block_size']:>8,}  {_fmt(r['top_eigenvalue']):>9}  "
+                  f"{_fmt(r['positive_curvature']):>10}  {_fmt(r['local_convexity'], '.0%'):>8}"
+                  for r in layers]
+    for field, name in (("temperature", "T"), ("alpha", "alpha")):
+        rows = sorted((r for r in records if r["kind"] == "model" and (
+            r[field] != 1.0 or (r["temperature"] == 1.0 and r["alpha"] == 1.0))),
+            key=lambda r: r[field])
+        if len(rows) > 1 and any(r[field] != 1.0 for r in rows):
+            other = "alpha" if field == "temperature" else "temperature"
+            pcs = {(r[field], r["term"]): r["positive_curvature"] for r in records
+                   if r["kind"] == "projected" and r[other] == 1.0}
+            lines.append(f"  {name} probe: " + "; ".join(
+                f"{name}={r[field]:g}: PC(H) {_fmt(pcs.get((r[field], 'hessian')))}, "
+                f"{'in' if r['in_zone'] else 'out'}" for r in rows
+                if (name == "T" and r["alpha"] == 1.0) or (name == "alpha" and r["temperature"] == 1.0)))
+            caveat = next((r.get("caveat") for r in rows if r.get("caveat")), None)
+            if caveat and name == "alpha":
+                lines.append(f"  caveat: {caveat}")
+    return "\n".join(lines)
+
+
+def figure(records: list[dict[str, Any]], path: str | Path | None = None):
+    """Per-layer top eigenvalue and positive curvature (bars); when probed, the projected
+    positive curvature of H, G-term and H-term and ‖G‖₂, ‖H-term‖₂ against T and against α,
+    the zone (‖G‖₂ > ‖H-term‖₂) shaded."""
+    import matplotlib.pyplot as plt
+
+    from gzone.plots import ALPHA_LABEL, TEMPERATURE_LABEL, TERM_STYLE
+
+    probes = [(f, label) for f, label in (("temperature", TEMPERATURE_LABEL), ("alpha", ALPHA_LABEL))
+              if len({r[f] for r in records if r["kind"] == "model"}) > 1]
+    layers = [r for r in records if r["kind"] == "layer"]
+    panels = (1 if layers else 0) + len(probes)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(5.2 * max(panels, 1), 3.8), squeeze=False)
+    axes = list(axes[0])
+    if layers:
+        ax = axes.pop(0)
+        pos = np.arange(len(layers))
+        ax.bar(pos - 0.2, [r["top_eigenvalue"] or 0 for r in layers], 0.4, label="top eigenvalue")
+        twin = ax.twinx()
+        twin.bar(pos + 0.2, [r["positive_curvature"] or 0 for r in layers], 0.4, color="tab:orange",
+                 label=r"positive curvature $\mathrm{Tr}/\|\cdot\|_F$")
+        ax.set_xticks(pos, [r["layer"] for r in layers], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(r"top eigenvalue of $H_{ll}$")
+        twin.set_ylabel(r"positive curvature $\mathrm{Tr}(H_{ll})/\|H_{ll}\|_F$")
+        ax.set_title("diagonal Hessian blocks, per layer", fontsize=9)
+        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7)
+    for ax, (field, label) in zip(axes, probes):
+        other = "alpha" if field == "temperature" else "temperature"
+        rows = {r[field]: r for r in records if r["kind"] == "model" and r[other] == 1.0}
+        xs = sorted(rows)
+        for term, style in TERM_STYLE.items():
+            pc = {r[field]: r["positive_curvature"] for r in records if r["kind"] == "projected"
+                  and r["term"] == term and r[other] == 1.0}
+            ax.plot(xs, [np.nan if pc.get(v) is None else pc[v] for v in xs], "o-", ms=3,
+                    color=style["color"], label=style["label"])
+        for v in xs:
+            if rows[v]["in_zone"]:
+                ax.axvspan(v / 1.15, v * 1.15, color="gold", alpha=0.25, lw=0)
+        ax.set(xscale="log", xlabel=label,
+               ylabel=r"positive curvature $\mathrm{Tr}/\|\cdot\|_F$ (projected)")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(r"shaded: $\|G_*\|_2 > \|H_*\|_2$ (Eq. 6)", fontsize=9)
+        ax.legend(fontsize=7)
+    if not panels:
+        axes[0].text(0.5, 0.5, "nothing to draw: no per-layer records or probes", ha="center",
+                     transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    base = next((r for r in records if r["kind"] == "model"), None)
+    if base:
+        fig.suptitle(f"{base['model']}: {base['num_params']:,} parameters, N = {base['n_samples']:,}, "
+                     f"d = {base['dim']}", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
