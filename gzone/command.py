@@ -7,6 +7,7 @@
     gzone plot NAME [--out DIR]              draw its figure(s) into the directory
     gzone migrate NAME --out DIR             convert a directory written by gzone 0.1
     gzone reproduce --scale S --out DIR      every study at preset S, its claims checked, one report
+    gzone diagnose --model F.py:FN --dataset D   your model against the Goldilocks zone (--help)
 
 Results go to ``--out`` (default ``runs/<name>/<preset>``, or under ``$GZONE_RUNS``) as they are
 computed; rerunning the same command resumes. ``--dry-run`` checks the options and the data and says what would run.
@@ -24,7 +25,7 @@ from typing import Any
 from gzone import cli, results
 from gzone.cli import table, title  # noqa: F401  (gzone.command.table/title: public names)
 
-USAGE = "gzone {list,run,show,plot,migrate,reproduce} ... (gzone --help for more)"
+USAGE = "gzone {list,run,show,plot,migrate,reproduce,diagnose} ... (gzone --help for more)"
 INTERRUPTED = ("interrupted: rerun the same command to resume (every finished point is kept{where})")
 
 
@@ -47,7 +48,7 @@ def _dispatch(argv: list[str], out: list[str]) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     commands = {"list": _list, "run": _run, "show": _show, "plot": _plot, "migrate": _migrate,
-                "reproduce": _reproduce}
+                "reproduce": _reproduce, "diagnose": _diagnose}
     if command not in commands:
         return cli.report(cli.UsageError(f"unknown command {command!r}; usage: {USAGE}"))
     spellings: dict[str, str] = {}
@@ -298,6 +299,12 @@ def _reproduce(argv: list[str], spellings: dict, out: list) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _diagnose(argv: list[str], spellings: dict, out: list) -> int:
+    from gzone import diagnosis
+
+    return diagnosis.command(argv)
 
 
 def shim(argv: Sequence[str], selectors: dict[str, str], *, default: str | None = None,

@@ -13,7 +13,8 @@ dominates its curvature? (the question of both papers, asked of any :class:`gzon
 * **per layer** (kind ``layer``, one record per parameter block — the leaves under one module):
   the diagonal block H_ll's top eigenvalue and positive curvature, exact (the block materialised
   by Hessian-vector products, ``eigvalsh``) up to ``exact_block`` parameters, by Lanczos and
-  Hutchinson (with residual and standard error) above;
+  Hutchinson (with residual and standard error) above — on the masked operator m ⊙ H(m ⊙ v), so
+  every block runs the same compiled programs;
 * optionally the same projected and whole-model metrics over ``temperatures`` (softmax
   temperature T at fixed parameters, Eq. 5) and over ``alphas`` (the parameters scaled by α,
   Sec. 3: the paper's probe for homogeneous networks; for another model each record says
@@ -193,22 +194,38 @@ def layer_blocks(params: Any) -> list[tuple[str, np.ndarray]]:
 
 @functools.cache
 def block_matvec(apply_fn: Any) -> Any:
-    """``(v_b, params, batches, T, index, size) -> (H E_b v_b)[index]``: the diagonal block of the
-    full-batch Hessian on the coordinates ``index`` (jit-compiled, one per ``apply_fn``)."""
+    """``(v, params, batches, T, mask) -> m ⊙ H (m ⊙ v)`` with m the 0/1 ``mask`` of a block's
+    coordinates: the diagonal block H_ll of the full-batch Hessian, embedded in R^P (zero
+    elsewhere). Every block shares this one compiled program (the mask is an operand)."""
     hvp = curvature.matvec("hessian", apply_fn)
 
-    def matvec(v, params, batches, temperature, index, template):
-        full = jnp.zeros_like(template).at[index].set(v.astype(template.dtype))
-        return hvp(full, params, batches, temperature)[index]
+    def matvec(v, params, batches, temperature, mask):
+        return mask * hvp(mask * v.astype(mask.dtype), params, batches, temperature)
 
     return jax.jit(matvec)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def dense_block(matvec: Any, operands: tuple, size: int) -> jax.Array:
-    """The symmetrised ``size`` × ``size`` matrix of ``matvec`` (one product per column)."""
-    template = operands[-1]
-    block = jax.vmap(lambda e: matvec(e, *operands))(jnp.eye(size, dtype=template.dtype)).T
+#: columns of a block materialised per vmapped call (one compiled program for every block)
+BLOCK_COLUMNS = 16
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _block_columns(matvec: Any, operands: tuple, columns: jax.Array) -> jax.Array:
+    """``matvec`` applied to the unit vectors e_c, c in ``columns`` (−1: a zero vector), (C, P)."""
+    mask = operands[-1]
+    units = jnp.where(columns[:, None] == jnp.arange(mask.shape[0])[None, :], 1, 0).astype(mask.dtype)
+    return jax.vmap(lambda e: matvec(e, *operands))(units)
+
+
+def dense_block(op: lanczos.Operator, index: np.ndarray) -> jax.Array:
+    """The symmetrised block (X_ij), i, j in ``index``, of the masked operator ``op``
+    (:func:`block_matvec`), ``BLOCK_COLUMNS`` products per call."""
+    size = len(index)
+    padded = np.full(-(-size // BLOCK_COLUMNS) * BLOCK_COLUMNS, -1)
+    padded[:size] = index
+    rows = [_block_columns(op.matvec, op.operands, jnp.asarray(part))
+            for part in padded.reshape(-1, BLOCK_COLUMNS)]
+    block = jnp.concatenate(rows)[:size][:, jnp.asarray(index)]
     return (block + block.T) / 2
 
 
@@ -216,24 +233,25 @@ def _layer_record(model: Model, params: Any, batches: curvature.Batches, name: s
                   index: np.ndarray, key: jax.Array, *, exact_block: int, lanczos_iters: int,
                   probes: int, common: dict[str, Any]) -> dict[str, Any]:
     flat = ravel_pytree(params)[0]
-    dtype = flat.dtype
-    temperature = jnp.asarray(1.0, dtype)
+    dtype, total = flat.dtype, flat.shape[0]
+    mask = jnp.zeros((total,), dtype).at[jnp.asarray(index)].set(1)
     op = lanczos.Operator(block_matvec(model.apply),
-                          (params, batches, temperature, jnp.asarray(index), flat))
+                          (params, batches, jnp.asarray(1.0, dtype), mask))
     size = len(index)
     record = {**common, "kind": "layer", "term": "hessian", "layer": name, "block_size": size}
     if size <= exact_block:
-        summary = metrics.spectrum_summary(dense_block(op.matvec, op.operands, size))
+        summary = metrics.spectrum_summary(dense_block(op, index))
         record.update(method="exact", positive_curvature=summary["positive_curvature"],
                       positive_curvature_stderr=0.0, local_convexity=summary["local_convexity"],
                       top_eigenvalue=summary["top_eigenvalue"], top_eigenvalue_residual=0.0,
                       flags=summary["flags"])
         return _finite(record)
-    key_lanczos, key_hutch = jax.random.split(key)
-    res = lanczos.eigsh(op, size, 1, key=key_lanczos, num_iters=min(lanczos_iters, size),
-                        which="LA")
+    key_start, key_lanczos, key_hutch = jax.random.split(key, 3)
+    start = mask * jax.random.normal(key_start, (total,), dtype)  # in the block's subspace
+    res = lanczos.eigsh(op, total, 1, key=key_lanczos, num_iters=min(lanczos_iters, size),
+                        which="LA", v0=start / jnp.linalg.norm(start))
     stats = hutchinson.ratio_estimate(*hutchinson.hutchinson_samples(
-        op, size, key=key_hutch, num_probes=probes, dtype=dtype))
+        op, total, key=key_hutch, num_probes=probes, dtype=dtype))
     record.update(method="lanczos", positive_curvature=float(stats[0]),
                   positive_curvature_stderr=float(stats[1]), local_convexity=None,
                   top_eigenvalue=float(res.eigenvalues[0]),
@@ -254,7 +272,7 @@ def _check_positive_list(name: str, values: Sequence[float] | None) -> list[floa
 def diagnose(model: Model, x: jax.Array, y: jax.Array, *, key: jax.Array, dim: int = 50,
              alphas: Sequence[float] | None = None, temperatures: Sequence[float] | None = None,
              per_layer: bool = True, lanczos_iters: int = 40, probes: int = 30,
-             exact_block: int = 256, chunk_size: int | None = None) -> Diagnosis:
+             exact_block: int = 64, chunk_size: int | None = None) -> Diagnosis:
     """Diagnose ``model`` (a :class:`gzone.adapters.Model`) at its parameters on (``x``, ``y``)
     — the module docstring lists what is measured. ``key`` draws the subspace, the Lanczos start
     vectors and the Hutchinson probes (``fold_in`` per point); a BatchNorm model in batch mode is
@@ -422,3 +440,126 @@ def figure(records: list[dict[str, Any]], path: str | Path | None = None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+# ----------------------------------------------------------------------------- the command
+
+COMMAND_DOC = """gzone diagnose: your model at initialization, against the Goldilocks zone.
+
+    gzone diagnose --model examples/linen_cnn_batchnorm.py:model --dataset fashion_mnist
+    gzone diagnose --model my_net.py:build --dataset cifar10 --n-samples 2000 \\
+        --temperatures 0.1,1,10 --alphas 0.5,2 --out runs/diagnose/my_net
+
+FUNCTION (in FILE.py) returns a gzone.adapters.Model; it is called with whichever of
+``input_shape`` (H, W, C), ``num_classes`` and ``key`` it takes. Writes DIR/diagnosis.jsonl,
+DIR/diagnosis.png and DIR/diagnosis.txt (the printed table) and DIR/config.json; a DIR written
+with other options is refused.
+"""
+
+
+def parse(argv: Sequence[str]) -> Any:
+    """The options of ``gzone diagnose``."""
+    import argparse
+
+    from gzone import cli, data
+
+    parser = cli.OneLineParser(prog="gzone diagnose", description=COMMAND_DOC,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="FILE.py:FUNCTION returning a Model")
+    parser.add_argument("--dataset", required=True, choices=list(data.DATASETS))
+    parser.add_argument("--n-samples", type=int, default=1000, help="first N training samples")
+    parser.add_argument("--dim", type=int, default=50, help="dimension of the random subspace")
+    parser.add_argument("--temperatures", default="", help="comma-separated softmax temperatures")
+    parser.add_argument("--alphas", default="", help="comma-separated parameter scales alpha")
+    parser.add_argument("--seed", type=int, default=0, help="the key: jax.random.key(seed)")
+    parser.add_argument("--no-per-layer", action="store_true", help="skip the per-layer blocks")
+    parser.add_argument("--lanczos-iters", type=int, default=40)
+    parser.add_argument("--probes", type=int, default=30, help="Hutchinson probes")
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the dataset files (else $GZONE_DATA_DIR, then tfds)")
+    parser.add_argument("--out", default=None, help="folder of the results "
+                        "(default runs/diagnose/<FILE stem>)")
+    args = parser.parse_args(list(argv))
+    args.temperatures = _floats("--temperatures", args.temperatures)
+    args.alphas = _floats("--alphas", args.alphas)
+    for name in ("n_samples", "dim", "lanczos_iters", "probes"):
+        if getattr(args, name) < 1:
+            raise cli.UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def _floats(option: str, text: str) -> list[float]:
+    from gzone import cli
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise cli.UsageError(f"{option} takes comma-separated numbers, got {text!r}") from None
+
+
+def load_model(spec: str, input_shape: tuple[int, ...], num_classes: int, key: jax.Array) -> Model:
+    """The :class:`Model` that ``FILE.py:FUNCTION`` returns (called with whichever of
+    ``input_shape``, ``num_classes`` and ``key`` it takes)."""
+    import importlib.util
+    import inspect
+
+    path, _, name = spec.rpartition(":")
+    if not path or not name:
+        raise ModelError(f"--model takes FILE.py:FUNCTION, got {spec!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--model: no file {path!r}")
+    module_spec = importlib.util.spec_from_file_location(f"gzone_user_model_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    build = getattr(module, name, None)
+    if not callable(build):
+        raise ModelError(f"--model: {path} has no function {name!r}")
+    offered = {"input_shape": tuple(input_shape), "num_classes": num_classes, "key": key}
+    wanted = inspect.signature(build).parameters
+    missing = [k for k, p in wanted.items() if k not in offered and p.default is p.empty
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        raise ModelError(f"--model: {name}() has required arguments {', '.join(missing)} that "
+                         "gzone cannot pass (it passes input_shape, num_classes and key); give "
+                         "them defaults")
+    model = build(**{k: v for k, v in offered.items() if k in wanted})
+    if not isinstance(model, Model):
+        raise ModelError(f"--model: {name}() returned {type(model).__name__}, not a "
+                         "gzone.adapters.Model; return adapters.linen(...), adapters.nnx(...) "
+                         "or adapters.function(...)")
+    return model
+
+
+def command(argv: Sequence[str], echo: Any = print) -> int:
+    """``gzone diagnose`` (:data:`COMMAND_DOC`): load the model and the data, diagnose, print
+    the table and write the records, the figure and the table into ``--out``."""
+    from gzone import data, results
+
+    args = parse(argv)
+    out = Path(args.out or Path("runs", "diagnose", Path(args.model.rpartition(":")[0]).stem))
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in ("out", "data_dir")}
+    stored = out / results.CONFIG_FILE
+    if stored.exists() and json.loads(stored.read_text()) != json.loads(json.dumps(config)):
+        raise ValueError(f"{out} holds a diagnosis with other options ({stored}); choose another "
+                         "--out or delete that folder")
+    dataset = data.load_dataset(args.dataset, "train", n=args.n_samples, data_dir=args.data_dir)
+    key = jax.random.key(args.seed)
+    model = load_model(args.model, dataset.x.shape[1:], dataset.num_classes,
+                       jax.random.fold_in(key, 1))
+    found = diagnose(model, dataset.x, dataset.y, key=key, dim=args.dim, alphas=args.alphas,
+                     temperatures=args.temperatures, per_layer=not args.no_per_layer,
+                     lanczos_iters=args.lanczos_iters, probes=args.probes,
+                     chunk_size=args.chunk_size)
+    text = found.table()
+    echo(text)
+    out.mkdir(parents=True, exist_ok=True)
+    stored.write_text(json.dumps(config, indent=1))
+    found.to_jsonl(out / "diagnosis.jsonl")
+    (out / "diagnosis.txt").write_text(text + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    found.figure(out / "diagnosis.png")
+    echo(f"records: {out / 'diagnosis.jsonl'}; figure: {out / 'diagnosis.png'}")
+    return 0
