@@ -54,8 +54,8 @@ def paired_step_times(matvec, operands, v0, key, num_iters: int, rdtype) -> dict
     for j in range(num_iters):
         q = state.basis[j].astype(v0.dtype)
         _, t_hvp = timed(lambda q=q: lz.apply(matvec, q, *operands))
-        state, t_step = timed(lambda j=j, s=state: lz._lanczos_step_jit(matvec, v0.dtype, j, s, *operands))
-        free, t_free = timed(lambda j=j, s=free: lz._lanczos_step_jit(_free_matvec, v0.dtype, j, s))
+        state, t_step = timed(lambda j=j, s=state: lz._lanczos_step_host(matvec, v0.dtype, j, s, *operands))
+        free, t_free = timed(lambda j=j, s=free: lz._lanczos_step_host(_free_matvec, v0.dtype, j, s))
         if j > 0:
             for name, value in zip(times, (t_hvp, t_step, t_free)):
                 times[name].append(value)
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict:
 
     _, hvp_first = timed(lambda: lz.apply(matvec, v0, *operands))  # compile + run
     state = lz._lanczos_init(v0, key, num_iters, rdtype)
-    _, host_first = timed(lambda: lz._lanczos_step_jit(matvec, dtype, 0, state, *operands))
+    _, host_first = timed(lambda: lz._lanczos_step_host(matvec, dtype, 0, state, *operands))
     paired = paired_step_times(matvec, operands, v0, key, num_iters, rdtype)
     hvp, host_step, free_step = (statistics.median(paired[k]) for k in ("hvp", "step", "free"))
     extra = statistics.median([s - h for s, h in zip(paired["step"], paired["hvp"])])

@@ -34,9 +34,9 @@ class SmallResNet(nn.Module):
         return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
 
 
-def model(input_shape, num_classes, key, batch_norm="batch"):
+def model(input_shape, num_classes, key, batch_norm="batch", widths=(8, 16)):
     """The CNN initialised by Flax (its own initialisers, BatchNorm statistics at 0 and 1), as a
     gzone Model whose BatchNorm layers use the statistics of the data it is diagnosed on."""
-    net = SmallResNet(num_classes=num_classes)
+    net = SmallResNet(widths=tuple(widths), num_classes=num_classes)
     variables = net.init(key, jax.numpy.zeros((1, *input_shape)))
     return adapters.linen(net, variables, batch_norm=batch_norm, name="small ResNet (linen, BN)")

@@ -68,6 +68,11 @@ class Model:
     #: gzone's projected pass may take no input-layer shortcut on a foreign model
     input_layer = None
 
+    @functools.cached_property
+    def compiled(self) -> Callable[[Any, jax.Array], jax.Array]:
+        """``jax.jit(apply)``, compiled once per model and input shape (checks and summaries)."""
+        return jax.jit(self.apply)
+
     def apply(self, params: Any, x: jax.Array) -> jax.Array:
         """The logits (N, K) of ``x`` at ``params``, with ``state`` held fixed."""
         if self.needs_data:
@@ -116,6 +121,7 @@ class Model:
             raise ModelError(f"{self.name} draws random numbers at {', '.join(random)} outside a "
                              "Dropout layer; gzone needs a deterministic model: switch that "
                              "randomness off")
+        # two eager evaluations: randomness drawn on the host (numpy) shows as a difference
         first, second = self.apply(self.params, sample), self.apply(self.params, sample)
         if isinstance(first, (tuple, list)):
             raise ModelError(f"{self.name} returns a {type(first).__name__} of {len(first)}, "

@@ -109,8 +109,8 @@ def homogeneity(model: Model, x: jax.Array) -> tuple[bool, float | None]:
     """(homogeneous, degree L): whether f(2θ, x) = 2^L f(θ, x) for an integer L ≥ 1 (relative
     tolerance from the dtype), checked on up to 16 samples."""
     sample = jnp.asarray(x)[:16]
-    f1 = np.asarray(model.apply(model.params, sample), np.float64)
-    f2 = np.asarray(model.apply(_scaled(model.params, 2.0), sample), np.float64)
+    f1 = np.asarray(model.compiled(model.params, sample), np.float64)
+    f2 = np.asarray(model.compiled(_scaled(model.params, 2.0), sample), np.float64)
     n1, n2 = np.linalg.norm(f1), np.linalg.norm(f2)
     if not (n1 > 0 and np.isfinite(n2)):
         return False, None
@@ -123,7 +123,7 @@ def homogeneity(model: Model, x: jax.Array) -> tuple[bool, float | None]:
 def _probs_stats(model: Model, params: Any, batches: curvature.Batches,
                  temperature: float) -> dict[str, float]:
     """Γ_p (Eq. 10) of the batch-averaged softmax Hessian over the real samples."""
-    probs = [jax.nn.softmax(model.apply(params, x) / temperature, -1)[np.asarray(w) > 0]
+    probs = [jax.nn.softmax(model.compiled(params, x) / temperature, -1)[np.asarray(w) > 0]
              for x, _, w in zip(*batches)]
     return {"gamma_p": float(random_model.gamma_p(jnp.concatenate(probs)))}
 
@@ -557,9 +557,11 @@ def command(argv: Sequence[str], echo: Any = print) -> int:
     stored.write_text(json.dumps(config, indent=1))
     found.to_jsonl(out / "diagnosis.jsonl")
     (out / "diagnosis.txt").write_text(text + "\n")
-    import matplotlib
+    from gzone import cli
 
-    matplotlib.use("Agg")
-    found.figure(out / "diagnosis.png")
+    cli.use_backend(False)
+    import matplotlib.pyplot as plt
+
+    plt.close(found.figure(out / "diagnosis.png"))
     echo(f"records: {out / 'diagnosis.jsonl'}; figure: {out / 'diagnosis.png'}")
     return 0

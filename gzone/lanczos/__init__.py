@@ -64,7 +64,7 @@ from gzone.lanczos.recurrence import (
     EigshResult,
     LanczosResult,
     _lanczos_init,  # noqa: F401  (the tests drive the recurrence step by step)
-    _lanczos_step_jit,  # noqa: F401
+    _lanczos_step_host,  # noqa: F401
     eigsh,
     lanczos_tridiag,
     residual_norms,

@@ -114,9 +114,13 @@ def check_positive(name: str, value: Any) -> int:
 def apply_block(
     matvec: Matvec | Operator, vectors: Array, *params: Any, batch_size: int | None = None
 ) -> Array:
-    """Rows of ``A Vᵀ`` for a (n, dim) block V via ``jax.vmap(matvec)``, in chunks of batch_size."""
+    """Rows of ``A Vᵀ`` for a (n, dim) block V via ``jax.vmap(matvec)``, in chunks of batch_size
+    (``batch_size=1``: one product at a time by the program :func:`apply` compiles, so a block
+    costs no compilation of its own)."""
     matvec, params = unpack(matvec, params)
     n = vectors.shape[0]
+    if batch_size == 1:
+        return jnp.stack([_apply_one(matvec, v, *params) for v in vectors])
     if batch_size is None or batch_size >= n:
         return _apply_chunk(matvec, vectors, *params)
     batch_size = check_positive("batch_size", batch_size)

@@ -19,6 +19,7 @@ from gzone.lanczos.operator import (
     Array,
     Matvec,
     Operator,
+    apply,
     apply_block,
     check_dtype,
     check_positive,
@@ -116,6 +117,12 @@ def _lanczos_init(v0: Array, key: Array, num_iters: int, rdtype: Any) -> _State:
 
 def _lanczos_step(matvec: Matvec, mdtype: Any, j: Array, state: _State, *params: Any) -> _State:
     """Lanczos step j (0-based): q_{j+2}, alpha_{j+1}, beta_{j+1} with full reorthogonalisation."""
+    w = matvec(state.basis[j].astype(mdtype), *params)
+    return _lanczos_update(mdtype, j, state, w)
+
+
+def _lanczos_update(mdtype: Any, j: Array, state: _State, w: Array) -> _State:
+    """The rest of Lanczos step j once w = A q_{j+1} is known: reorthogonalise, α, β, q_{j+2}."""
     basis = state.basis
     rdtype, (size, dim) = basis.dtype, basis.shape
     mask = (jnp.arange(size) <= j).astype(rdtype)  # q_1 … q_{j+1}
@@ -127,7 +134,7 @@ def _lanczos_step(matvec: Matvec, mdtype: Any, j: Array, state: _State, *params:
         h2 = (basis @ w) * mask
         return w - h2 @ basis, h1 + h2
 
-    w = matvec(basis[j].astype(mdtype), *params).astype(rdtype)
+    w = w.astype(rdtype)
     norm_estimate = jnp.maximum(state.norm_estimate, jnp.linalg.norm(w))
     w, coeffs = orthogonalise(w)
     alpha, beta = coeffs[j], jnp.linalg.norm(w)
@@ -148,8 +155,21 @@ def _lanczos_step(matvec: Matvec, mdtype: Any, j: Array, state: _State, *params:
     )
 
 
-# host driver: one compiled step, called from Python; the state (incl. the basis) is donated
-_lanczos_step_jit = jax.jit(_lanczos_step, static_argnums=(0, 1), donate_argnums=3)
+# host driver: the matvec's own compiled program (the one Hutchinson and the residuals call too:
+# a term compiles its product once), then one compiled update shared by every operator of the
+# same shapes; the state (incl. the basis) is donated
+_lanczos_update_jit = jax.jit(_lanczos_update, static_argnums=(0,), donate_argnums=2)
+
+
+@partial(jax.jit, static_argnums=(1,))
+def _basis_row(basis: Array, mdtype: Any, j: Array) -> Array:
+    return basis[j].astype(mdtype)
+
+
+def _lanczos_step_host(matvec: Matvec, mdtype: Any, j: int, state: _State, *params: Any) -> _State:
+    """Lanczos step j from the host: w = A q_{j+1} by the matvec's own program, then the update."""
+    w = apply(matvec, _basis_row(state.basis, mdtype, jnp.int32(j)), *params)
+    return _lanczos_update_jit(mdtype, jnp.int32(j), state, w)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=3)
@@ -203,7 +223,7 @@ def _run_lanczos(
         state = _lanczos_fori(matvec, v0.dtype, num_iters, state, *params)
         return LanczosResult(state.alphas, state.betas, state.basis), num_iters
     for j in range(num_iters):
-        state = _lanczos_step_jit(matvec, v0.dtype, j, state, *params)
+        state = _lanczos_step_host(matvec, v0.dtype, j, state, *params)
         if stop is not None and j + 1 >= stop[1] and j + 1 < num_iters:
             m = j + 1
             a, b = jax.device_get((state.alphas, state.betas))
