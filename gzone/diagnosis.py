@@ -217,16 +217,33 @@ def _block_columns(matvec: Any, operands: tuple, columns: jax.Array) -> jax.Arra
     return jax.vmap(lambda e: matvec(e, *operands))(units)
 
 
-def dense_block(op: lanczos.Operator, index: np.ndarray) -> jax.Array:
+def dense_block(op: lanczos.Operator, index: np.ndarray) -> np.ndarray:
     """The symmetrised block (X_ij), i, j in ``index``, of the masked operator ``op``
-    (:func:`block_matvec`), ``BLOCK_COLUMNS`` products per call."""
+    (:func:`block_matvec`), ``BLOCK_COLUMNS`` products per call; assembled on the host, so
+    blocks of every size share the one compiled program."""
     size = len(index)
     padded = np.full(-(-size // BLOCK_COLUMNS) * BLOCK_COLUMNS, -1)
     padded[:size] = index
-    rows = [_block_columns(op.matvec, op.operands, jnp.asarray(part))
+    rows = [np.asarray(_block_columns(op.matvec, op.operands, jnp.asarray(part)))
             for part in padded.reshape(-1, BLOCK_COLUMNS)]
-    block = jnp.concatenate(rows)[:size][:, jnp.asarray(index)]
+    block = np.concatenate(rows)[:size][:, index]
     return (block + block.T) / 2
+
+
+def _host_summary(block: np.ndarray) -> dict[str, Any]:
+    """Positive curvature, local convexity and top eigenvalue of a symmetric block
+    (``numpy.linalg.eigvalsh`` in the block's dtype), None and a flag where undefined."""
+    flags = []
+    if not np.all(np.isfinite(block)):
+        return {"positive_curvature": None, "local_convexity": None, "top_eigenvalue": None,
+                "flags": ["nonfinite_matrix"]}
+    eigs = np.linalg.eigvalsh(block)
+    norm = float(np.sqrt(np.sum(np.square(eigs, dtype=np.float64))))
+    if norm == 0:
+        flags.append("zero_matrix")
+    return {"positive_curvature": float(eigs.sum(dtype=np.float64)) / norm if norm else None,
+            "local_convexity": float(np.mean(eigs > 0)), "top_eigenvalue": float(eigs[-1]),
+            "flags": flags}
 
 
 def _layer_record(model: Model, params: Any, batches: curvature.Batches, name: str,
@@ -234,22 +251,24 @@ def _layer_record(model: Model, params: Any, batches: curvature.Batches, name: s
                   probes: int, common: dict[str, Any]) -> dict[str, Any]:
     flat = ravel_pytree(params)[0]
     dtype, total = flat.dtype, flat.shape[0]
-    mask = jnp.zeros((total,), dtype).at[jnp.asarray(index)].set(1)
+    mask = np.zeros((total,), dtype)
+    mask[index] = 1
+    mask = jnp.asarray(mask)
     op = lanczos.Operator(block_matvec(model.apply),
                           (params, batches, jnp.asarray(1.0, dtype), mask))
     size = len(index)
     record = {**common, "kind": "layer", "term": "hessian", "layer": name, "block_size": size}
     if size <= exact_block:
-        summary = metrics.spectrum_summary(dense_block(op, index))
+        summary = _host_summary(dense_block(op, index))
         record.update(method="exact", positive_curvature=summary["positive_curvature"],
                       positive_curvature_stderr=0.0, local_convexity=summary["local_convexity"],
                       top_eigenvalue=summary["top_eigenvalue"], top_eigenvalue_residual=0.0,
                       flags=summary["flags"])
         return _finite(record)
     key_start, key_lanczos, key_hutch = jax.random.split(key, 3)
-    start = mask * jax.random.normal(key_start, (total,), dtype)  # in the block's subspace
+    start = np.asarray(mask) * np.asarray(jax.random.normal(key_start, (total,), dtype))
     res = lanczos.eigsh(op, total, 1, key=key_lanczos, num_iters=min(lanczos_iters, size),
-                        which="LA", v0=start / jnp.linalg.norm(start))
+                        which="LA", v0=jnp.asarray(start / np.linalg.norm(start)))
     stats = hutchinson.ratio_estimate(*hutchinson.hutchinson_samples(
         op, total, key=key_hutch, num_probes=probes, dtype=dtype))
     record.update(method="lanczos", positive_curvature=float(stats[0]),

@@ -107,19 +107,16 @@ def dense_terms(model, x, y, temperature=1.0):
     def logits(theta):
         return model.apply(unravel(theta), x)
 
-    def loss(theta):
-        return objective.cross_entropy(logits(theta), y, temperature)
-
     @jax.jit
-    def terms(flat):
-        hessian = jax.hessian(loss)(flat)
+    def terms(flat, temperature):
+        hessian = jax.hessian(lambda th: objective.cross_entropy(logits(th), y, temperature))(flat)
         jac = jax.jacfwd(logits)(flat) / temperature  # (N, K, P)
         p = jax.nn.softmax(logits(flat) / temperature, -1)
         m = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p)
         gterm = jnp.einsum("nkp,nkl,nlq->pq", jac, m, jac) / len(x)
         return hessian, gterm, hessian - gterm
 
-    return terms(flat)
+    return terms(flat, jnp.asarray(temperature, flat.dtype))
 
 
 def _pc(matrix):
@@ -146,8 +143,8 @@ def diagnosed(data):
             STATES["module"] = _host(nnx.state(MODULES[name]))
         size = adapters.num_params(model.params)
         probed = {"temperatures": [0.5], "alphas": [2.0]} if name in PROBED else {}
-        found = gzone.diagnose(model, *data, key=jax.random.key(7), dim=6, lanczos_iters=size,
-                               probes=16, exact_block=40, **probed)
+        found = gzone.diagnose(model, *data, key=jax.random.key(7), dim=6,
+                               lanczos_iters=min(size, 80), probes=12, exact_block=40, **probed)
         out[name] = (model.bind(data[0]), found)
         STATES[name] = _host(out[name][0].state)
     return out

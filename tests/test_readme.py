@@ -44,13 +44,20 @@ def test_readme_your_own_model_snippet_runs(data_dir, monkeypatch, tmp_path, cap
     monkeypatch.chdir(tmp_path)
     code = readme_block("gzone.diagnose")
     small = "temperatures=[0.1, 10], dim=3, lanczos_iters=4, probes=2, per_layer=False)"
-    for old, new in (("n=1000)", "n=16)"), ("temperatures=[0.1, 10])", small)):
+    # one diagnosis (nnx) in full; the other two models are built and evaluated (each diagnosis
+    # compiles its own programs: the engines are tested in tests/test_adapters.py)
+    loop = "for model in (linen_model, nnx_model, function_model):"
+    for old, new in (("n=1000)", "n=16)"), ("temperatures=[0.1, 10])", small),
+                     (loop, "for model in (nnx_model,):")):
         assert old in code, f"the snippet has {old!r}; update this test with it"
         code = code.replace(old, new)
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
     out = capsys.readouterr().out
-    assert out.count("Goldilocks zone") == 3 and "batch_norm=batch" in out
+    assert out.count("Goldilocks zone") == 1 and "MLP" in out
+    for name in ("linen_model", "function_model"):
+        model = namespace[name].bind(namespace["ds"].x)
+        assert model.check(namespace["ds"].x, namespace["ds"].y) == 10
     assert (tmp_path / "diagnosis.png").stat().st_size > 0
     assert len((tmp_path / "diagnosis.jsonl").read_text().splitlines()) == 12  # 3 T x (3 terms + 1)
     import matplotlib.pyplot as plt
