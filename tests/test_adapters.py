@@ -144,7 +144,7 @@ def diagnosed(data):
         size = adapters.num_params(model.params)
         probed = {"temperatures": [0.5], "alphas": [2.0]} if name in PROBED else {}
         found = gzone.diagnose(model, *data, key=jax.random.key(7), dim=6,
-                               lanczos_iters=min(size, 80), probes=12, exact_block=40, **probed)
+                               lanczos_iters=min(size, 40), probes=12, exact_block=40, **probed)
         out[name] = (model.bind(data[0]), found)
         STATES[name] = _host(out[name][0].state)
     return out
@@ -210,6 +210,23 @@ def test_per_layer_blocks_equal_slices_of_the_dense_hessian(diagnosed, data, nam
             assert len(index) > 40 and r["top_eigenvalue_residual"] < 1e-6
             assert abs(r["positive_curvature"] - pc) <= 5 * r["positive_curvature_stderr"]
     assert {r["method"] for r in found.select("layer")} >= {"exact"}
+
+
+@pytest.mark.parametrize("name", ["linen-eval", "nnx-batch", "function"])
+def test_the_other_adapters_project_like_the_dense_hessian(data, name):
+    """The modes not diagnosed in full: the projected H, G-term and H-term of their apply against
+    the dense float64 references (the rest of diagnose is adapter-independent)."""
+    from gzone import curvature
+
+    x, y = data
+    model = {"linen-eval": lambda: linen_model(data), "nnx-batch": lambda: nnx_model("batch"),
+             "function": function_model}[name]().bind(x, 7)
+    basis = subspace.orthonormal_basis(jax.random.key(4), adapters.num_params(model.params), 4,
+                                       jnp.float64)
+    found = curvature.projected(model.apply, model.params, basis, x, y)
+    for term, dense in zip(("hessian", "gterm", "hterm"), dense_terms(model, x, y)):
+        np.testing.assert_allclose(getattr(found, term), basis.T @ dense @ basis, rtol=1e-8,
+                                   atol=1e-10)
 
 
 def test_linen_layers_are_named_by_module_and_nnx_by_attribute(diagnosed):
