@@ -268,23 +268,12 @@ def test_hypersurface_records_equal_a_direct_run_and_spheres_keep_their_radius(r
         assert r["final_radius"] == pytest.approx(float(direct.history["radius"][j][-1]), rel=1e-10)
     v = jnp.arange(7.0)
     np.testing.assert_array_equal(hypersurface.apply_basis(hypersurface_training.identity_basis(7, v.dtype), v), v)
-
-
-def test_hyperplane_records_carry_the_positive_fraction_of_the_hessian_in_theta_hat(runs):
-    """Obs. 1: the start and end fractions equal those of jax.hessian of θ̂ ↦ L(s(θ0 + M R θ̂))."""
-    config, _, records = runs("hypersurface-training")
-    setup = fort.load_train_test(config, None)
-    params0 = engine.setup.seed_params(setup, config.init, 0)
-    flat0, unravel = ravel_pytree(params0)
-    dim = min(config.hs_dims)
+    # obs. 1: the start and end fractions of positive eigenvalues are those of jax.hessian of
+    # θ̂ ↦ L(s(θ0 + M R θ̂)) at θ̂ = 0 and at the trained θ̂
     assert dim <= config.hs_hessian_dim
-    basis = hypersurface.sparse_basis(jax.random.fold_in(stream_key(0, "hypersurface-basis"), dim),
-                                      setup.num_params, dim, setup.dtype)
+    flat0, unravel = ravel_pytree(params0)
+    basis = hypersurface.sparse_basis(key, setup.num_params, dim, setup.dtype)
     metric = subspace.layer_metric(params0, "xavier")
-    direct = hypersurface.train_hypersurface(
-        setup.model.apply, params0, basis, setup.x, setup.y, surface="hyperplane",
-        scales=np.asarray(config.hs_radii), lr=config.hs_lr, epochs=config.hs_epochs,
-        batch_size=config.hs_batch, key=stream_key(0, "hypersurface-batches"), metric=metric)
 
     def fraction(theta_hat, scale):
         def loss(th):
@@ -293,12 +282,11 @@ def test_hyperplane_records_carry_the_positive_fraction_of_the_hessian_in_theta_
         return float(np.mean(np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(theta_hat))) > 0))
 
     for j, factor in enumerate(config.hs_radii):
-        r = next(r for r in records if r["kind"] == "hypersurface" and r["seed"] == 0
+        r = next(r for r in surf if r["seed"] == 0
                  and (r["surface"], r["dim"], r["radius_factor"]) == ("hyperplane", dim, factor))
         assert r["positive_eigenvalues_start"] == pytest.approx(fraction(jnp.zeros(dim, setup.dtype), factor))
         assert r["positive_eigenvalues_end"] == pytest.approx(fraction(direct.theta_hat[j], factor))
-    others = [r for r in records if r["kind"] == "hypersurface" and r["surface"] != "hyperplane"]
-    assert others and all(r["positive_eigenvalues_start"] is None for r in others)
+    assert all(r["positive_eigenvalues_start"] is None for r in surf if r["surface"] != "hyperplane")
 
 
 def test_intrinsic_dimension_is_the_smallest_d_reaching_the_baseline_fraction():

@@ -159,5 +159,5 @@ def test_a_rerun_of_a_subset_keeps_the_other_studies_of_the_report(tiny, tmp_pat
     cut = studies.default_out(names[1], "tiny", copy) / "results.jsonl"
     cut.write_text("".join(cut.read_text().splitlines(keepends=True)[:1]))
     assert engine.unfinished(study, config, cut.parent) > 0
-    kept = reproduce.reproduce("tiny", tmp_path, only=names[0], **{**quiet, "runs": copy})
-    assert {r["study"] for r in kept} == {names[0]}
+    assert reproduce.read_study(study, "tiny", copy, data_dir=None)[1] is None
+    assert len(reproduce.read_study(study, "tiny", Path(runs), data_dir=None)[1]) > 1
