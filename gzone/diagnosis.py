@@ -46,8 +46,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gzone import curvature, fullspace, hutchinson, lanczos, metrics, random_model, subspace
-from gzone.adapters import Model, ModelError, check_temperature
+from gzone import (
+    curvature,
+    fullspace,
+    hutchinson,
+    lanczos,
+    metrics,
+    models,
+    random_model,
+    results,
+    subspace,
+)
+from gzone.adapters import Model, ModelError
 from gzone.training import metrics as training_metrics
 
 #: the record fields a diagnosis writes (issue 20: public)
@@ -90,27 +100,12 @@ class Diagnosis:
 # ----------------------------------------------------------------------------- measurement
 
 
-def _finite(record: dict[str, Any]) -> dict[str, Any]:
-    """Non-finite numbers become None and are named in ``flags`` (never written silently)."""
-    flags = list(record.get("flags", []))
-    for k, v in list(record.items()):
-        if isinstance(v, float) and not math.isfinite(v):
-            record[k] = None
-            flags.append(f"nonfinite_{k}")
-    record["flags"] = sorted(set(flags))
-    return record
-
-
-def _scaled(params: Any, alpha: float) -> Any:
-    return jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
-
-
 def homogeneity(model: Model, x: jax.Array) -> tuple[bool, float | None]:
     """(homogeneous, degree L): whether f(2θ, x) = 2^L f(θ, x) for an integer L ≥ 1 (relative
     tolerance from the dtype), checked on up to 16 samples."""
     sample = jnp.asarray(x)[:16]
     f1 = np.asarray(model.compiled(model.params, sample), np.float64)
-    f2 = np.asarray(model.compiled(_scaled(model.params, 2.0), sample), np.float64)
+    f2 = np.asarray(model.compiled(models.scale(model.params, 2.0), sample), np.float64)
     n1, n2 = np.linalg.norm(f1), np.linalg.norm(f2)
     if not (n1 > 0 and np.isfinite(n2)):
         return False, None
@@ -145,7 +140,7 @@ def _point(model: Model, params: Any, basis: jax.Array, projected_batches: curva
     out = []
     for term in curvature.TERMS:
         summary = metrics.spectrum_summary(getattr(proj, term))
-        out.append(_finite({**common, "kind": "projected", "term": term, "layer": None,
+        out.append(results.sanitize({**common, "kind": "projected", "term": term, "layer": None,
                             "positive_curvature": summary["positive_curvature"],
                             "local_convexity": summary["local_convexity"],
                             "top_eigenvalue": summary["top_eigenvalue"],
@@ -170,7 +165,7 @@ def _point(model: Model, params: Any, basis: jax.Array, projected_batches: curva
               "loss": float(logged["loss"]), "gradient_norm": float(logged["gradient_norm"]),
               "train_accuracy": float(logged["train_accuracy"]),
               **_probs_stats(model, params, batches, temperature)}
-    return out + [_finite(record)]
+    return out + [results.sanitize(record)]
 
 
 # ----------------------------------------------------------------------------- per layer
@@ -264,7 +259,7 @@ def _layer_record(model: Model, params: Any, batches: curvature.Batches, name: s
                       positive_curvature_stderr=0.0, local_convexity=summary["local_convexity"],
                       top_eigenvalue=summary["top_eigenvalue"], top_eigenvalue_residual=0.0,
                       flags=summary["flags"])
-        return _finite(record)
+        return results.sanitize(record)
     key_start, key_lanczos, key_hutch = jax.random.split(key, 3)
     start = np.asarray(mask) * np.asarray(jax.random.normal(key_start, (total,), dtype))
     res = lanczos.eigsh(op, total, 1, key=key_lanczos, num_iters=min(lanczos_iters, size),
@@ -275,7 +270,7 @@ def _layer_record(model: Model, params: Any, batches: curvature.Batches, name: s
                   positive_curvature_stderr=float(stats[1]), local_convexity=None,
                   top_eigenvalue=float(res.eigenvalues[0]),
                   top_eigenvalue_residual=float(res.residual_norms[0]))
-    return _finite(record)
+    return results.sanitize(record)
 
 
 # ----------------------------------------------------------------------------- the call
@@ -301,8 +296,6 @@ def diagnose(model: Model, x: jax.Array, y: jax.Array, *, key: jax.Array, dim: i
                          "wrap it with adapters.linen, adapters.nnx or adapters.function")
     temperatures = _check_positive_list("temperatures", temperatures)
     alphas = _check_positive_list("alphas", alphas)
-    for t in temperatures:
-        check_temperature(t)
     x, y = jnp.asarray(x), jnp.asarray(y)
     if len(x) != len(y):
         raise ModelError(f"x has {len(x)} samples but y has {len(y)}; pass matching arrays")
@@ -332,7 +325,7 @@ def diagnose(model: Model, x: jax.Array, y: jax.Array, *, key: jax.Array, dim: i
             if a != 1.0 and not homogeneous:
                 extra["caveat"] = ("the model is not homogeneous: scaling its parameters by alpha "
                                    "is not the paper's alpha (Eq. 5, T = alpha^L, does not hold)")
-        records += _point(model, _scaled(params, a) if a != 1.0 else params, basis,
+        records += _point(model, models.scale(params, a) if a != 1.0 else params, basis,
                           projected_batches, batches, t, jax.random.fold_in(key_points, i),
                           lanczos_iters=lanczos_iters, probes=probes, common={**common, **extra})
     if per_layer:

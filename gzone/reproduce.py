@@ -95,13 +95,18 @@ def _timing(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def study_config(study: Any, preset: str, runs: Path) -> tuple[Any, Path]:
+    """The config of ``study`` at ``preset`` (its dtype switched on) and its results folder."""
+    config = engine.make_config(study, preset)
+    cli.apply_dtype(config)
+    return config, studies.default_out(study.name, preset, runs)
+
+
 def run_study(study: Any, preset: str, runs: Path, *, data_dir: str | None,
               progress: Callable | None, process_index: int | None, process_count: int | None
               ) -> tuple[Any, list[dict[str, Any]], float, int]:
     """Run (resume) ``study`` at ``preset``: (config, records, wall seconds, new records)."""
-    config = engine.make_config(study, preset)
-    cli.apply_dtype(config)
-    out = studies.default_out(study.name, preset, runs)
+    config, out = study_config(study, preset, runs)
     before = len(engine.load(out)) if out.exists() else 0
     start = time.perf_counter()
     records = engine.run(study, config, out, data_dir=data_dir, progress=progress,
@@ -131,9 +136,7 @@ def read_study(study: Any, preset: str, runs: Path, *, data_dir: str | None
                ) -> tuple[Any, list[dict[str, Any]] | None]:
     """(config, records) of ``study`` at ``preset`` when every point of it has finished under
     ``runs``; records None when it has not (nothing is computed or written)."""
-    config = engine.make_config(study, preset)
-    cli.apply_dtype(config)
-    out = studies.default_out(study.name, preset, runs)
+    config, out = study_config(study, preset, runs)
     if not out.exists() or engine.unfinished(study, config, out, data_dir=data_dir) != 0:
         return config, None
     return config, engine.load(out)

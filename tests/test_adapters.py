@@ -164,7 +164,7 @@ def test_diagnosis_equals_dense_float64_references(diagnosed, data, name):
     model, found = diagnosed[name]
     x, y = data
     for t, a in ((1.0, 1.0), (0.5, 1.0), (1.0, 2.0))[:3 if name in PROBED else 1]:
-        point = model if a == 1.0 else adapters.Model(model.fn, diagnosis._scaled(model.params, a),
+        point = model if a == 1.0 else adapters.Model(model.fn, models.scale(model.params, a),
                                                        model.state, model.name)
         terms = dict(zip(("hessian", "gterm", "hterm"), dense_terms(point, x, y, t)))
         basis = subspace.orthonormal_basis(jax.random.split(jax.random.key(7), 3)[0],
