@@ -29,6 +29,7 @@ from gzone.lanczos import (
     unpack,
     working_dtype,
 )
+from gzone.precision import strict, strictly
 
 Array = jax.Array
 TRACE_METHODS = ("hutchinson", "hutch++")
@@ -42,6 +43,7 @@ def probes(key: Array, num: int, dim: int, dtype: Any, kind: str = "rademacher")
 
 
 @jax.jit
+@strictly
 def _scaled_forms(z: Array, az: Array) -> tuple[Array, Array, Array]:
     """(s, zᵀu, ‖u‖²) with u = A z / s and s = max|A z|: t = s·zᵀu and f = s²·‖u‖² never underflow."""
     scale = jnp.max(jnp.abs(az))
@@ -68,6 +70,7 @@ def hutchinson_samples(
 
 
 @jax.jit
+@strictly
 def ratio_estimate(
     scales: Array, t: Array, f: Array
 ) -> tuple[Array, Array, Array, Array, Array, Array]:
@@ -136,6 +139,13 @@ def _randomised_estimate(
         samples = sample(z, block(z))
         return offset + samples.mean(), samples.std(ddof=1) / math.sqrt(samples.shape[0])
 
+    with strict():  # the products A z run strictly in their own programs; these are the rest
+        return _estimate_strictly(method, num_probes, key, dim, dtype, block, estimate, sample)
+
+
+def _estimate_strictly(method: str, num_probes: int, key: Array, dim: int, dtype: Any,
+                       block: Callable, estimate: Callable, sample: Callable) -> tuple[Array, Array]:
+    """Hutchinson or Hutch++ from the driver's ``block`` (A Z), ``estimate`` and ``sample``."""
     if method == "hutchinson":
         if num_probes < 2:
             raise ValueError("a standard error needs num_probes >= 2")

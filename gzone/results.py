@@ -1,7 +1,9 @@
 """Append-only, resumable result records: one JSON object per line in ``<out>/results.jsonl``.
 
 * ``<out>/config.json`` holds the configuration that produced the records (with the gzone and jax
-  versions as provenance); opening the directory with another configuration is refused while it
+  versions, and :func:`gzone.precision.provenance` — precision policy, devices, XLA flags — of the
+  run that created it, as provenance); every run that opens the directory appends its own
+  provenance to ``<out>/provenance.jsonl`` (a resumed run may use other devices); opening the directory with another configuration is refused while it
   holds records (a ``config.json`` with no records next to it binds nothing and is replaced).
 * Records are appended and flushed as soon as a point is computed, so an interrupted sweep loses
   at most the point in progress. Each append is all-or-nothing: an append cut short (even after
@@ -25,7 +27,8 @@ from typing import Any
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.json"
 PENDING_FILE = "results.jsonl.pending"
-PROVENANCE_KEYS = ("gzone_version", "jax_version")
+PROVENANCE_FILE = "provenance.jsonl"
+PROVENANCE_KEYS = ("gzone_version", "jax_version", "provenance")
 
 
 class ConfigMismatchError(ValueError):
@@ -52,12 +55,23 @@ def _canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def _provenance() -> dict[str, str]:
+def _provenance() -> dict[str, Any]:
     import jax
 
     import gzone
+    from gzone import precision
 
-    return {"gzone_version": gzone.__version__, "jax_version": jax.__version__}
+    return {"gzone_version": gzone.__version__, "jax_version": jax.__version__,
+            "provenance": precision.provenance()}
+
+
+def _log_session(out: Path) -> None:
+    """Append this run's provenance (and the time) to ``out/provenance.jsonl``."""
+    import time
+
+    line = {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **_provenance()}
+    with open(out / PROVENANCE_FILE, "a") as handle:
+        handle.write(json.dumps(line, sort_keys=True) + "\n")
 
 
 def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -82,6 +96,7 @@ def open_results(out_dir: str | Path, config: dict[str, Any]) -> list[dict[str, 
     else:
         _write_config(config_path, wanted)
     _roll_back_pending_write(out)
+    _log_session(out)
     return load_records(out / RESULTS_FILE, repair=True)
 
 

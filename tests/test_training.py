@@ -243,3 +243,38 @@ def test_auto_driver_loops_on_the_host_only_for_convolutions_on_cpu():
     # a convolution inside a nested jaxpr (jit, vmap) is found too
     nested = jax.jit(lambda p, v: jax.vmap(lambda u: cnn.apply(p, u[None]))(v))
     assert training.auto_driver(nested, cnn_params, xc[:1]) == ("host" if on_cpu else "scan")
+
+
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float64, 1e-10), (jnp.float32, 1e-4)])
+def test_batched_sharpness_equals_the_per_point_estimates(dtype, rtol):
+    """One vmapped Lanczos over a batch (both drivers; a point stopped early is frozen while the
+    others go on; an inactive point is not measured) gives each point the estimate of
+    ``sharpness_of`` alone: the same steps, λ to ``rtol``, the true residual to 1e-6·|λ|."""
+    from gzone.training.sharpness import grid_sharpness
+
+    model, params, x, y = tiny_problem("mlp", n=11)
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    alphas = (0.5, 1.0, 2.0, 3.0)
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[models.scale(params, a) for a in alphas])
+    batches = curvature.prepare_batches(model.apply, params, x.astype(dtype), y)
+    size = curvature.num_params(params)
+    warm = jnp.asarray([False, True, False, True])
+    vectors = jax.random.normal(jax.random.key(1), (4, size), dtype)
+    active = jnp.asarray([True, True, True, False])
+    key = jax.random.key(3)
+    temps = jnp.asarray([1.0, 1.0, 2.0, 1.0], dtype)
+    for driver in ("scan", "host"):
+        lam, residual, vector, matvecs = grid_sharpness(
+            model.apply, stacked, batches, temps, vectors, warm, active, key, num_iters=40,
+            tol=1e-3, driver=driver)
+        assert vector.dtype == dtype and lam.dtype == dtype
+        steps = []
+        for i in range(3):
+            point = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
+            ref = training.sharpness_of(model.apply, point, batches, temps[i], num_iters=40, key=key,
+                                        tol=1e-3, v0=vectors[i] if warm[i] else None)
+            np.testing.assert_allclose(float(lam[i]), ref[0], rtol=rtol)
+            assert abs(float(residual[i]) - ref[1]) <= 1e-6 * abs(ref[0]) + 10 * rtol * ref[1]
+            assert int(matvecs[i]) == ref[3]
+            steps.append(ref[3])
+        assert len(set(steps)) > 1  # the points stop at different steps: the freezing is exercised

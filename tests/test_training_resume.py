@@ -80,11 +80,13 @@ def _assert_same(a: dict, b: dict) -> None:
         got, want = np.asarray(a["history"][f], float), np.asarray(b["history"][f], float)
         if f == "sharpness":  # ±λ of equal magnitude (the diverging point): either is the answer
             got, want = np.abs(got), np.abs(want)
-        if f == "sharpness_residual":  # ‖Hv − λv‖ sits at rounding level: compare it to |λ|
+        if f == "sharpness_residual":  # ‖Hv − λv‖ of a Ritz pair stopped at tol = 1e-2: a small
+            # difference of large terms, whose rounding depends on how many points a device
+            # vmaps (1 per device sharded, 3 on one): compare it to |λ|
             scale = np.abs(np.asarray(b["history"]["sharpness"], float))
             assert np.array_equal(np.isnan(got), np.isnan(want))
             ok = ~np.isnan(want)
-            assert np.all(np.abs(got - want)[ok] <= 1e-12 * scale[ok]), f
+            assert np.all(np.abs(got - want)[ok] <= 1e-9 * scale[ok]), f
             continue
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13, err_msg=f)
     np.testing.assert_allclose(np.asarray(a["params"]), np.asarray(b["params"]), rtol=1e-10, atol=1e-13)

@@ -10,6 +10,10 @@
 * Hutchinson-type trace and Frobenius estimators live in :mod:`gzone.hutchinson` (same operators,
   dtypes and probes).
 
+Precision: every matrix product here (the recurrence, its reorthogonalisation, the Ritz vectors,
+the products a matvec is called for) is full float32 on every backend (:data:`PRECISION`,
+:mod:`gzone.precision`); ``lanczos_tridiag(..., precision="default")`` opts out, to measure it.
+
 The operator may be indefinite and rank-deficient. Dtypes: every entry point works in the dtype of its inputs unless one is given: ``v0``'s dtype
 where a start vector is passed, else the dtype of the operator's output (found with
 ``jax.eval_shape``, nothing is computed), so a float64 operator is never silently run in float32.
@@ -41,6 +45,7 @@ Building blocks, composed by :func:`eigsh`, :func:`slq_quadrature`, :func:`spect
 
 from gzone.lanczos.operator import (
     DRIVERS,
+    PRECISION,
     PROBES,
     Matvec,
     Operator,
@@ -72,7 +77,7 @@ from gzone.lanczos.recurrence import (
     tridiagonal,
 )
 
-__all__ = ["DRIVERS", "PROBES", "WHICH", "EigshResult", "LanczosResult", "Matvec", "Operator",
+__all__ = ["DRIVERS", "PRECISION", "PROBES", "WHICH", "EigshResult", "LanczosResult", "Matvec", "Operator",
            "apply", "apply_block", "check_positive", "density_from_quadrature", "density_grid",
            "eigsh", "gauss_quadrature", "lanczos_tridiag", "operator_dtype", "probe_vector",
            "residual_norms", "select_ritz", "slq_quadrature", "spectral_density", "tridiagonal",

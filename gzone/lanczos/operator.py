@@ -19,6 +19,9 @@ Matvec = Callable[..., Array]  # matvec(v, *params) -> A v
 
 DRIVERS = ("auto", "host", "fori")
 PROBES = ("rademacher", "gaussian")
+#: the precision of every matrix product of this package (and of the matvecs it calls): full
+#: float32 on every backend (:mod:`gzone.precision`)
+PRECISION = "highest"
 
 
 @jax.tree_util.register_pytree_node_class
@@ -92,6 +95,16 @@ def check_dtype(dtype: Any, what: str) -> jnp.dtype:
     return dtype
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if JAX knows it as a matmul precision (``"highest"``, ``"default"``,
+    ``"tensorfloat32"`` ...), else a ValueError naming the choices."""
+    choices = ("highest", "float32", "high", "bfloat16_3x", "tensorfloat32", "default",
+               "bfloat16", "fastest")
+    if precision not in choices:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(choices)}")
+    return precision
+
+
 def resolve_driver(driver: str) -> str:
     if driver not in DRIVERS:
         raise ValueError(f"unknown driver {driver!r}; choose one of {', '.join(DRIVERS)}")
@@ -134,12 +147,14 @@ def apply_block(
 
 @partial(jax.jit, static_argnums=0)
 def _apply_chunk(matvec: Matvec, vectors: Array, *params: Any) -> Array:
-    return jax.vmap(lambda v: matvec(v, *params))(vectors)
+    with jax.default_matmul_precision(PRECISION):
+        return jax.vmap(lambda v: matvec(v, *params))(vectors)
 
 
 @partial(jax.jit, static_argnums=0)
 def _apply_one(matvec: Matvec, v: Array, *params: Any) -> Array:
-    return matvec(v, *params)
+    with jax.default_matmul_precision(PRECISION):
+        return matvec(v, *params)
 
 
 def apply(matvec: Matvec | Operator, v: Array, *params: Any) -> Array:

@@ -105,7 +105,8 @@ def density_from_quadrature(
     nodes, weights, grid = jnp.atleast_2d(nodes), jnp.atleast_2d(weights), jnp.asarray(grid)
     z = (grid[None, None, :] - nodes[..., None]) / sigma
     kernel = jnp.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
-    density = jnp.einsum("pm,pmg->g", weights, kernel) / nodes.shape[0]
+    density = jnp.einsum("pm,pmg->g", weights, kernel,
+                         precision=jax.lax.Precision.HIGHEST) / nodes.shape[0]
     if normalize:
         total = jnp.trapezoid(density, grid)
         density = density / jnp.where(total > 0, total, 1)

@@ -16,6 +16,7 @@ import numpy as np
 from jax import lax
 
 from gzone.lanczos.operator import (
+    PRECISION,
     Array,
     Matvec,
     Operator,
@@ -23,6 +24,7 @@ from gzone.lanczos.operator import (
     apply_block,
     check_dtype,
     check_positive,
+    check_precision,
     probe_vector,
     resolve_driver,
     unpack,
@@ -115,14 +117,22 @@ def _lanczos_init(v0: Array, key: Array, num_iters: int, rdtype: Any) -> _State:
     return _State(basis, zeros, zeros, jnp.zeros((), rdtype), seed)
 
 
-def _lanczos_step(matvec: Matvec, mdtype: Any, j: Array, state: _State, *params: Any) -> _State:
+def _lanczos_step(matvec: Matvec, mdtype: Any, precision: str, j: Array, state: _State,
+                  *params: Any) -> _State:
     """Lanczos step j (0-based): q_{j+2}, alpha_{j+1}, beta_{j+1} with full reorthogonalisation."""
-    w = matvec(state.basis[j].astype(mdtype), *params)
-    return _lanczos_update(mdtype, j, state, w)
+    with jax.default_matmul_precision(precision):
+        w = matvec(state.basis[j].astype(mdtype), *params)
+    return _lanczos_update(mdtype, precision, j, state, w)
 
 
-def _lanczos_update(mdtype: Any, j: Array, state: _State, w: Array) -> _State:
-    """The rest of Lanczos step j once w = A q_{j+1} is known: reorthogonalise, α, β, q_{j+2}."""
+def _lanczos_update(mdtype: Any, precision: str, j: Array, state: _State, w: Array) -> _State:
+    """The rest of Lanczos step j once w = A q_{j+1} is known: reorthogonalise, α, β, q_{j+2}
+    (matrix products at ``precision``: :data:`gzone.lanczos.PRECISION` unless asked otherwise)."""
+    with jax.default_matmul_precision(precision):
+        return _lanczos_update_body(mdtype, j, state, w)
+
+
+def _lanczos_update_body(mdtype: Any, j: Array, state: _State, w: Array) -> _State:
     basis = state.basis
     rdtype, (size, dim) = basis.dtype, basis.shape
     mask = (jnp.arange(size) <= j).astype(rdtype)  # q_1 … q_{j+1}
@@ -158,7 +168,7 @@ def _lanczos_update(mdtype: Any, j: Array, state: _State, w: Array) -> _State:
 # host driver: the matvec's own compiled program (the one Hutchinson and the residuals call too:
 # a term compiles its product once), then one compiled update shared by every operator of the
 # same shapes; the state (incl. the basis) is donated
-_lanczos_update_jit = jax.jit(_lanczos_update, static_argnums=(0,), donate_argnums=2)
+_lanczos_update_jit = jax.jit(_lanczos_update, static_argnums=(0, 1), donate_argnums=3)
 
 
 @partial(jax.jit, static_argnums=(1,))
@@ -166,17 +176,18 @@ def _basis_row(basis: Array, mdtype: Any, j: Array) -> Array:
     return basis[j].astype(mdtype)
 
 
-def _lanczos_step_host(matvec: Matvec, mdtype: Any, j: int, state: _State, *params: Any) -> _State:
+def _lanczos_step_host(matvec: Matvec, mdtype: Any, j: int, state: _State, *params: Any,
+                       precision: str = PRECISION) -> _State:
     """Lanczos step j from the host: w = A q_{j+1} by the matvec's own program, then the update."""
     w = apply(matvec, _basis_row(state.basis, mdtype, jnp.int32(j)), *params)
-    return _lanczos_update_jit(mdtype, jnp.int32(j), state, w)
+    return _lanczos_update_jit(mdtype, precision, jnp.int32(j), state, w)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=3)
+@partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=4)
 def _lanczos_fori(
-    matvec: Matvec, mdtype: Any, num_iters: int, state: _State, *params: Any
+    matvec: Matvec, mdtype: Any, precision: str, num_iters: int, state: _State, *params: Any
 ) -> _State:
-    step = partial(_lanczos_step, matvec, mdtype)
+    step = partial(_lanczos_step, matvec, mdtype, precision)
     return lax.fori_loop(0, num_iters, lambda j, s: step(j, s, *params), state)
 
 
@@ -212,7 +223,7 @@ def _decouple_tail(alphas: Array, betas: Array, m: Array, which: str) -> tuple[A
 
 def _run_lanczos(
     matvec: Matvec, params: tuple, v0: Array, key: Array, num_iters: int, rdtype: Any, driver: str,
-    stop: tuple[str, int, float] | None = None,
+    stop: tuple[str, int, float] | None = None, precision: str = PRECISION,
 ) -> tuple[LanczosResult, int]:
     """``num_iters`` steps, and the number taken. With ``stop = (which, k, tol)`` a host loop that
     ends after the first step m at which the ``k`` selected Ritz pairs have residual estimates
@@ -220,10 +231,10 @@ def _run_lanczos(
     (:func:`_decouple_tail`: the same compiled programs serve every m)."""
     state = _lanczos_init(v0, key, num_iters, rdtype)
     if stop is None and resolve_driver(driver) == "fori":
-        state = _lanczos_fori(matvec, v0.dtype, num_iters, state, *params)
+        state = _lanczos_fori(matvec, v0.dtype, precision, num_iters, state, *params)
         return LanczosResult(state.alphas, state.betas, state.basis), num_iters
     for j in range(num_iters):
-        state = _lanczos_step_host(matvec, v0.dtype, j, state, *params)
+        state = _lanczos_step_host(matvec, v0.dtype, j, state, *params, precision=precision)
         if stop is not None and j + 1 >= stop[1] and j + 1 < num_iters:
             m = j + 1
             a, b = jax.device_get((state.alphas, state.betas))
@@ -242,6 +253,7 @@ def lanczos_tridiag(
     key: Array | None = None,
     reorth_dtype: Any = None,
     driver: str = "auto",
+    precision: str = PRECISION,
 ) -> LanczosResult:
     """``num_iters`` Lanczos steps on the symmetric operator ``v -> matvec(v, *params)`` from ``v0``.
 
@@ -252,7 +264,10 @@ def lanczos_tridiag(
     continues from a fresh pseudo-random vector (seeded by ``key``, default ``PRNGKey(0)``)
     orthogonalised against the basis; no NaNs are produced. A zero ``v0`` is replaced by the
     normalised all-ones vector. The matvec runs in ``v0.dtype``; the recurrence in
-    ``reorth_dtype`` (default ``v0.dtype``). Requires ``1 <= num_iters <= dim``.
+    ``reorth_dtype`` (default ``v0.dtype``). Requires ``1 <= num_iters <= dim``. ``precision``:
+    of the recurrence's matrix products (Gram–Schmidt), ``"highest"`` (full float32 on every
+    backend: :mod:`gzone.precision`) unless asked otherwise, e.g. ``"default"`` (TF32 on recent
+    NVIDIA GPUs) to measure what it costs in orthogonality.
     """
     matvec, params = unpack(matvec, params)
     v0 = jnp.asarray(v0)
@@ -265,7 +280,8 @@ def lanczos_tridiag(
     mdtype = check_dtype(v0.dtype, "v0 dtype")
     rdtype = mdtype if reorth_dtype is None else check_dtype(reorth_dtype, "reorth_dtype")
     key = jax.random.PRNGKey(0) if key is None else key
-    return _run_lanczos(matvec, params, v0, key, num_iters, rdtype, driver)[0]
+    return _run_lanczos(matvec, params, v0, key, num_iters, rdtype, driver,
+                        precision=check_precision(precision))[0]
 
 
 # ----------------------------------------------------------------------------------- Ritz pairs
@@ -275,6 +291,12 @@ def lanczos_tridiag(
 def _select_ritz(
     alphas: Array, betas: Array, basis: Array, which: str, k: int
 ) -> tuple[Array, Array]:
+    with jax.default_matmul_precision(PRECISION):
+        return _select_ritz_body(alphas, betas, basis, which, k)
+
+
+def _select_ritz_body(alphas: Array, betas: Array, basis: Array, which: str, k: int
+                      ) -> tuple[Array, Array]:
     theta, s = _ritz(alphas, betas)  # ascending
     m = alphas.shape[0]
     if which == "LA":

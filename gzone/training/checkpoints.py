@@ -1,8 +1,11 @@
 """Checkpoints of a batch of training runs (:mod:`gzone.training`), with orbax-checkpoint.
 
-At every log the batch's state — parameters, optimizer state, divergence flags (the leaves of
-its carry), the history so far, which points were logged, and each point's sharpness
-eigenvector — is saved synchronously and atomically, keeping only the latest. A checkpoint holds
+At the batch's checkpoint cadence (``checkpoint_every``) its state — parameters, optimizer state,
+divergence flags (the leaves of its carry) and, when sharpness is measured, each point's
+sharpness eigenvector — is saved synchronously and atomically, keeping only the latest. The
+history is not part of it: its rows (and which points each log measured) are *appended* to
+``history.jsonl`` beside the checkpoints, never rewritten, and a checkpoint records how many bytes
+of that file are its own (a restore cuts the file back to them). A checkpoint holds
 a :func:`fingerprint` of its runs; restoring one of other runs is refused in one line. Each
 process uses a manager of its own (``active_processes={rank}``): the slices of a multi-process
 grid checkpoint without waiting on each other. orbax is imported only when a checkpoint is used.
@@ -11,7 +14,9 @@ grid checkpoint without waiting on each other. orbax is imported only when a che
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,6 +35,7 @@ def fingerprint(settings: Any, params0: Any, lr: np.ndarray, temps: np.ndarray) 
             "log_every": settings.log_every, "sharpness": settings.sharpness,
             "sharpness_iters": settings.sharpness_iters,
             "sharpness_tol": settings.sharpness_tol, "key": key,
+            "matmul_precision": settings.matmul_precision,
             "lr": [float(v) for v in lr], "temperature": [float(v) for v in temps],
             "params0_sha256": digest.hexdigest()}
 
@@ -50,15 +56,53 @@ def manager(directory: str | os.PathLike) -> Any:
                 primary_host=index, active_processes={index})))
 
 
+HISTORY_FILE = "history.jsonl"
+
+
+def _append_history(directory: Path, history: list, logged: list, start: int,
+                    fields: tuple[str, ...]) -> int:
+    """Append rows ``start …`` of the history (and their ``logged`` masks) to ``history.jsonl``,
+    flushed to disk; the file's size in bytes."""
+    path = directory / HISTORY_FILE
+    lines = "".join(json.dumps({"row": {f: history[i][f].tolist() for f in fields},
+                                "logged": logged[i].tolist()}) + "\n"
+                    for i in range(start, len(history)))
+    with open(path, "a") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.stat().st_size
+
+
+def _read_history(directory: Path, size: int, fields: tuple[str, ...]) -> tuple[list, list]:
+    """The rows of ``history.jsonl`` within its first ``size`` bytes (the file is cut back to
+    them: rows appended after the checkpoint are gone)."""
+    path = directory / HISTORY_FILE
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+        text = handle.read().decode()
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    history = [{f: np.asarray(e["row"][f], np.float64) for f in fields} for e in entries]
+    return history, [np.asarray(e["logged"], bool) for e in entries]
+
+
 def save(manager, step: int, carry, history, logged, vectors, has_vector, fingerprint,
          fields: tuple[str, ...]) -> None:
-    """Save one batch's state at ``step`` (synchronously: complete and atomic on return)."""
+    """Save one batch's state at ``step`` (synchronously: complete and atomic on return), after
+    appending the history rows logged since the last save."""
     import orbax.checkpoint as ocp
 
+    directory = Path(manager.directory)
+    latest = manager.latest_step()
+    written = 0
+    if latest is not None:
+        meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        written = meta["history_rows"]
+    size = _append_history(directory, history, logged, written, fields)
     leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
     state = {"leaves": leaves, "vectors": np.asarray(vectors), "has_vector": has_vector.astype(np.int8)}
-    meta = {"step": step, "fingerprint": fingerprint, "logged": [m.tolist() for m in logged],
-            "history": [{f: r[f].tolist() for f in fields} for r in history]}
+    meta = {"step": step, "fingerprint": fingerprint, "history_rows": len(history),
+            "history_bytes": size}
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(meta)))
     manager.wait_until_finished()
@@ -70,6 +114,7 @@ def restore(manager, carry, vectors, fingerprint, directory, fields: tuple[str, 
 
     step = manager.latest_step()
     if step is None:
+        (Path(manager.directory) / HISTORY_FILE).unlink(missing_ok=True)  # rows of no checkpoint
         return None
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     if meta["fingerprint"] != fingerprint:
@@ -85,7 +130,6 @@ def restore(manager, carry, vectors, fingerprint, directory, fields: tuple[str, 
     state = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))["state"]
     restored = jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in state["leaves"]])
-    history = [{f: np.asarray(r[f], np.float64) for f in fields} for r in meta["history"]]
-    logged = [np.asarray(m, bool) for m in meta["logged"]]
+    history, logged = _read_history(Path(manager.directory), meta["history_bytes"], fields)
     return (meta["step"], restored, history, logged, np.asarray(state["vectors"]),
             np.asarray(state["has_vector"]).astype(bool))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -16,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import curvature, sharding
+from gzone import curvature, precision, sharding
 from gzone.training import checkpoints
 from gzone.training.metrics import (
     DIVERGENCE_FIELDS,
@@ -24,8 +26,8 @@ from gzone.training.metrics import (
     SHARPNESS_FIELDS,
     grid_accuracy,
     grid_metrics,
-    sharpness_of,
 )
+from gzone.training.sharpness import grid_sharpness
 from gzone.training.step import (
     DRIVERS,
     LABELS,
@@ -71,11 +73,44 @@ class Settings:
     sharpness_iters: int
     sharpness_tol: float
     key: jax.Array | None
+    matmul_precision: str = "float32"
+    checkpoint_every: int | str | None = None
 
     @property
     def log_steps(self) -> list[int]:
         """The logged steps: every ``log_every``, 0 and the last included."""
         return sorted({*range(0, self.steps, self.log_every), self.steps})
+
+
+def checkpoint_cadence(every: int | str | None) -> tuple[str, float]:
+    """``checkpoint_every`` as (unit, amount): None → ("log", 1) (every log); an int or a string of
+    digits N → ("steps", N) (a log at least N steps after the last checkpoint); ``"Ns"`` →
+    ("seconds", N) (a log at least N seconds after it). ValueError otherwise."""
+    if every is None:
+        return "log", 1.0
+    text = str(every).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s?)", text)
+    if isinstance(every, bool) or match is None or float(match.group(1)) <= 0 or (
+            not match.group(2) and "." in text):
+        raise ValueError(f"checkpoint_every must be a positive number of steps (e.g. 500) or of "
+                         f"seconds (e.g. '300s'), got {every!r}")
+    return ("seconds" if match.group(2) else "steps"), float(match.group(1))
+
+
+class _Cadence:
+    """When a batch saves its checkpoint: :func:`checkpoint_cadence`, and always at its last log."""
+
+    def __init__(self, every: int | str | None, step: int) -> None:
+        self.unit, self.amount = checkpoint_cadence(every)
+        self.step, self.time = step, time.monotonic()
+
+    def due(self, step: int, last: bool) -> bool:
+        if last or self.unit == "log" or (
+                self.unit == "steps" and step - self.step >= self.amount) or (
+                self.unit == "seconds" and time.monotonic() - self.time >= self.amount):
+            self.step, self.time = step, time.monotonic()
+            return True
+        return False
 
 
 def _check(lr, steps, log_every, optimizer, labels, key, driver) -> None:
@@ -142,39 +177,46 @@ class _Batch(NamedTuple):
 
 
 class _Sharpness:
-    """Each run's last sharpness eigenvector, the warm start of its next estimate."""
+    """Each run's last sharpness eigenvector (on the devices, laid out like the points: (G, P),
+    or (G, 0) when sharpness is off) and whether it has one: the warm start of its next estimate."""
 
-    def __init__(self, num: int, dim: int, dtype: Any) -> None:
-        self.vectors, self.has_vector = np.zeros((num, dim), dtype), np.zeros(num, bool)
+    def __init__(self, vectors: np.ndarray, warm: np.ndarray, place: _Placement) -> None:
+        self.vectors, self.warm = place.points(vectors), place.points(warm)
 
-    def measure(self, s: Settings, data: Data, params: Any, current: curvature.Batches,
-                temps: np.ndarray, step: int, row: dict[str, np.ndarray], runs: np.ndarray) -> None:
-        """Sharpness of each of ``runs`` (λ, true residual, Hessian-vector products) into ``row``."""
-        for f in SHARPNESS_FIELDS:
-            row[f] = np.full(len(temps), np.nan)
-        dtype = curvature.params_dtype(params)
-        for i in runs:
-            point = jax.tree_util.tree_map(lambda a, i=i: a[i], params)
-            lam, residual, vector, matvecs = sharpness_of(  # warm: the previous log's vector
-                s.apply_fn, point, current, jnp.asarray(temps[i], dtype),
-                num_iters=s.sharpness_iters, v0=self.vectors[i] if self.has_vector[i] else None,
-                key=jax.random.fold_in(data.key_sharpness, step), tol=s.sharpness_tol)
-            row["sharpness"][i], row["sharpness_residual"][i] = lam, residual
-            row["sharpness_matvecs"][i] = matvecs
-            self.vectors[i], self.has_vector[i] = np.asarray(vector), True
+    def host(self, num: int) -> tuple[np.ndarray, np.ndarray]:
+        vectors, warm = jax.device_get((self.vectors, self.warm))
+        return np.asarray(vectors)[:num], np.asarray(warm)[:num]
 
 
 def _log_row(s: Settings, data: Data, carry: Any, p0: Any, temps_dev: Any, test: Any,
-             num: int, step: int) -> tuple[dict[str, np.ndarray], curvature.Batches]:
-    """The metrics of one log at ``carry``'s parameters (labels as trained on at ``step``), the
-    test accuracy; and the batches of that step."""
+             num: int, step: int, sharp: _Sharpness) -> dict[str, np.ndarray]:
+    """The metrics of one log at ``carry``'s parameters (labels as trained on at ``step``): one
+    compiled pass for the metrics, one for the test accuracy and, for the runs still going, the
+    sharpness of all of them at once (:func:`gzone.training.sharpness.grid_sharpness`, which
+    updates ``sharp``); read back in one host sync. Entries of stopped runs are NaN."""
     current = data.batches._replace(
         y=labels_at(s.labels, data.batches.y, data.key_steps, jnp.int32(step), data.num_classes))
-    row = {f: np.asarray(v, np.float64)[:num] for f, v in jax.device_get(
-        grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev, s.uso)).items()}
-    row["test_accuracy"] = (np.asarray(grid_accuracy(s.apply_fn, carry[0], test), np.float64)[:num]
-                            if test is not None else np.full(num, np.nan))
-    return row, current
+    values = grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev, s.uso)
+    going = (carry[2] < 0) & jnp.all(jnp.stack([jnp.isfinite(values[f]) for f in DIVERGENCE_FIELDS]), 0)
+    values["test_accuracy"] = (grid_accuracy(s.apply_fn, carry[0], test) if test is not None
+                               else jnp.full(going.shape, jnp.nan))
+    if s.sharpness:
+        lam, residual, vectors, matvecs = grid_sharpness(
+            s.apply_fn, carry[0], current, temps_dev, sharp.vectors, sharp.warm, going,
+            jax.random.fold_in(data.key_sharpness, step), num_iters=s.sharpness_iters,
+            tol=s.sharpness_tol, driver=s.driver)
+        values.update(sharpness=lam, sharpness_residual=residual, sharpness_matvecs=matvecs)
+        sharp.vectors = jnp.where(going[:, None], vectors.astype(sharp.vectors.dtype), sharp.vectors)
+        sharp.warm = sharp.warm | going
+    values["going"] = going
+    host = jax.device_get(values)
+    row = {f: np.asarray(v, np.float64)[:num] for f, v in host.items() if f != "going"}
+    for f in SHARPNESS_FIELDS if not s.sharpness else ():
+        row[f] = np.full(num, np.nan)
+    stopped = ~np.asarray(host["going"])[:num]
+    for f in row:
+        row[f] = np.where(stopped, np.nan, row[f])
+    return row
 
 
 def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.ndarray, *,
@@ -183,8 +225,9 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
                ) -> _Batch:
     """G runs vmapped over the leading axis of ``params0`` / ``lr`` / ``temps`` (sharded over
     ``devices`` when there are several), resumed from ``checkpoint_dir`` when it holds a
-    checkpoint of these runs and checkpointed there at every log. A run whose loss or update is
-    not finite (in a step, or at a log: :data:`DIVERGENCE_FIELDS`) is frozen and flagged."""
+    checkpoint of these runs and checkpointed there at the cadence of ``s.checkpoint_every``
+    (and at the last log). A run whose loss or update is not finite (in a step, or at a log:
+    :data:`DIVERGENCE_FIELDS`) is frozen and flagged."""
     num = len(lr)
     dtype = curvature.params_dtype(params0)
     opt = make_optimizer(s.optimizer)
@@ -193,47 +236,48 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
     p0, temps_dev = place.points(params0), place.points(jnp.asarray(temps, dtype))
     state = jax.vmap(lambda p, r: init_optimizer(s.optimizer, p, r))(params0, jnp.asarray(lr, dtype))
     carry = (params0, state, np.full((num,), -1, np.int32))
-    sharp = _Sharpness(num, curvature.num_params(jax.tree_util.tree_map(lambda a: a[0], params0)),
-                       dtype)
+    size = curvature.num_params(jax.tree_util.tree_map(lambda a: a[0], params0)) if s.sharpness else 0
+    vectors, warm = np.zeros((num, size), dtype), np.zeros(num, bool)
     history: list[dict[str, np.ndarray]] = []
     logged: list[np.ndarray] = []
     step, manager = 0, None
     if checkpoint_dir is not None:
         manager = checkpoints.manager(checkpoint_dir)
         fingerprint = checkpoints.fingerprint(s, params0, lr, temps)
-        restored = checkpoints.restore(manager, carry, sharp.vectors, fingerprint, checkpoint_dir,
+        restored = checkpoints.restore(manager, carry, vectors, fingerprint, checkpoint_dir,
                                        HISTORY_FIELDS)
         if restored is not None:
-            step, carry, history, logged, sharp.vectors, sharp.has_vector = restored
+            step, carry, history, logged, vectors, warm = restored
     carry = place.points(carry)
+    sharp = _Sharpness(vectors, warm, place)
+    cadence = _Cadence(s.checkpoint_every, step)
     done = bool(history) and (step == s.steps or not logged[-1].any())
-    for target in ([] if done else [t for t in s.log_steps if t > step or not history]):
+    targets = [] if done else [t for t in s.log_steps if t > step or not history]
+    for target in targets:
         if target > step:
             carry = run_block(s.driver, s.apply_fn, opt, s.labels, s.uso, data.num_classes, True,
-                              target - step, carry, step, batches, temps_dev, data.key_steps)
+                              s.matmul_precision, target - step, carry, step, batches, temps_dev,
+                              data.key_steps)
             step = target
         diverged = np.asarray(carry[2])[:num]
-        row, current = _log_row(s, data._replace(batches=batches), carry, p0, temps_dev, test,
-                                num, step)
-        stopped = (diverged >= 0) | ~np.all([np.isfinite(row[f]) for f in DIVERGENCE_FIELDS], axis=0)
-        sharp.measure(s, data, carry[0], current, temps, step, row,
-                      np.flatnonzero(~stopped if s.sharpness else []))
+        row = _log_row(s, data._replace(batches=batches), carry, p0, temps_dev, test, num, step,
+                       sharp)
+        stopped = ~np.isfinite(row["loss"]) | (diverged >= 0)
         late = (diverged < 0) & stopped  # a run stopped by a log: flagged at this step
         if late.any():
             flags = np.asarray(carry[2]).copy()
             flags[:num] = np.where(late, step, diverged)
             carry = (carry[0], carry[1], place.points(flags[:num]))
-        for f in row:
-            row[f] = np.where(stopped, np.nan, row[f])
         row["step"] = np.full(num, float(step))
         history.append(row)
         logged.append(~stopped)
         if on_log is not None:
             on_log(step, row, ~stopped)
-        if manager is not None:
+        last = target == targets[-1] or stopped.all()
+        if manager is not None and cadence.due(step, last):
             host = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
-            checkpoints.save(manager, step, host, history, logged, sharp.vectors, sharp.has_vector,
-                             fingerprint, HISTORY_FIELDS)
+            checkpoints.save(manager, step, host, history, logged, *sharp.host(num), fingerprint,
+                             HISTORY_FIELDS)
         if stopped.all():
             break
     final = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
@@ -263,6 +307,8 @@ def train(
     driver: str = "auto",
     checkpoint_dir: str | os.PathLike | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
+    matmul_precision: str = "float32",
+    checkpoint_every: int | str | None = None,
 ) -> TrainResult:
     """Train ``params`` for ``steps`` full-batch steps; log every ``log_every`` steps (and at 0 and
     at the end). See the module docstring; ``history["test_accuracy"]`` is NaN without a test
@@ -277,8 +323,13 @@ def train(
     ``checkpoint_dir``: the state (parameters, optimizer state, step, history so far, the
     sharpness eigenvector) is saved there at every log (orbax, atomically); a run started on a
     directory holding a checkpoint of the same run resumes from it and ends with exactly the
-    history of an uninterrupted run (one of another run is refused). ``on_log(step, row)`` is
-    called with each logged row (field -> float) as it is measured.
+    history of an uninterrupted run (one of another run is refused). ``checkpoint_every``: None
+    saves at every log; N (steps) or ``"Ns"`` (seconds) at the first log at least that far after
+    the last save — and always at the last log. ``on_log(step, row)`` is called with each logged
+    row (field -> float) as it is measured. ``matmul_precision``: of the updates' matrix products,
+    ``"float32"`` (full float32: reproduces the papers) or ``"tf32"`` (faster on recent NVIDIA
+    GPUs; a CPU computes float32 either way); the logged metrics and the sharpness are always
+    float32 (:mod:`gzone.precision`).
 
     ``uso=True``: the uniform-softmax-output model of App. E — every update combines the logit
     gradients with p_k = 1/K − 1{y = k} whatever the model predicts (:func:`update_direction`);
@@ -295,7 +346,8 @@ def train(
                       sharpness_iters=sharpness_iters,
                       sharpness_tol=sharpness_tol,
                       chunk_size=chunk_size, driver=driver, devices=jax.local_devices()[:1],
-                      checkpoint_dir=checkpoint_dir,
+                      checkpoint_dir=checkpoint_dir, matmul_precision=matmul_precision,
+                      checkpoint_every=checkpoint_every,
                       on_log=None if on_log is None else _single_row(on_log))
     kept = np.isfinite(grid.history["loss"][0])
     history = {f: grid.history[f][0][kept] for f in HISTORY_FIELDS}
@@ -338,19 +390,22 @@ def train_grid(
     devices: Any = None,
     checkpoint_dir: str | os.PathLike | None = None,
     on_log: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
+    matmul_precision: str = "float32",
+    checkpoint_every: int | str | None = None,
 ) -> GridResult:
     """G runs of :func:`train` at once: ``params`` with a leading axis G (e.g. α·θ0(seed) for each
     (α, lr0, seed) point), ``lr`` (G,) and ``temperature`` scalar or (G,); the same data and
     labels for all. The updates are one program ``jax.vmap``-ped over the points, ``batch_size``
     points at a time (all by default) to bound memory; a run that diverges is frozen and flagged
-    while the others go on. Sharpness (as in :func:`train`) is estimated point by point at each
-    log. Results equal :func:`train` run point by point (tested).
+    while the others go on. Sharpness (as in :func:`train`) is estimated for all points of a batch
+    at once at each log (:mod:`gzone.training.sharpness`: one vmapped Lanczos, each point stopped
+    by its own residual). Results equal :func:`train` run point by point (tested).
 
     ``devices`` (default: all local devices): the points of a batch are sharded over them (a 1-D
     mesh, :mod:`gzone.sharding`; a batch is padded to a multiple of their number). A grid split
     over processes gives each process its slice (:func:`gzone.sharding.process_points`).
-    ``checkpoint_dir``: each batch checkpoints into ``<checkpoint_dir>/batch-<first point>`` at
-    every log and resumes from there (see :func:`train`). ``on_log(step, row, logged)`` is called
+    ``checkpoint_dir``: each batch checkpoints into ``<checkpoint_dir>/batch-<first point>`` (at
+    the cadence of ``checkpoint_every``) and resumes from there (see :func:`train`). ``on_log(step, row, logged)`` is called
     at each log of each batch with the row (field -> (batch,) array) and which points were measured
     (before that log's checkpoint is saved)."""
     leaves = jax.tree_util.tree_leaves(params)
@@ -366,8 +421,11 @@ def train_grid(
     dtype = curvature.params_dtype(params)
     data = prepare_data(apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
     temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))
+    precision.matmul(matmul_precision)  # a known setting (ValueError otherwise)
+    checkpoint_cadence(checkpoint_every)
     settings = Settings(apply_fn, optimizer, labels, bool(uso), driver, steps, log_every,
-                         sharpness, sharpness_iters, sharpness_tol, key)
+                        sharpness, sharpness_iters, sharpness_tol, key, matmul_precision,
+                        checkpoint_every)
     size = num_points if batch_size is None else min(batch_size, num_points)
     outputs = []
     for lo in range(0, num_points, size):

@@ -1,6 +1,6 @@
-"""What a training run logs (ICML Sec. 5): loss and accuracies, the gradient and parameter
-geometry, zero logits, entropy, the softmax's distance from uniform — one jitted pass over the
-data, vmapped over a batch of runs — and the sharpness, the largest-magnitude Hessian eigenvalue
+"""What a training run logs (ICML Sec. 5), at full float32 (:mod:`gzone.precision`): loss and
+accuracies, the gradient and parameter geometry, zero logits, entropy, the softmax's distance from
+uniform — one jitted pass over the data, vmapped over a batch of runs — and the sharpness, the largest-magnitude Hessian eigenvalue
 by gzone's Lanczos (warm-started from the previous log's eigenvector, stopped on its residual).
 """
 
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gzone import curvature, lanczos, metrics, objective
+from gzone.precision import strictly
 from gzone.training.step import full_batch_loss, update_direction
 
 #: the metrics of a log, in the order of a run's history
@@ -29,6 +30,7 @@ SHARPNESS_FIELDS = ("sharpness", "sharpness_residual", "sharpness_matvecs")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
+@strictly
 def log_metrics(apply_fn, params, params0, batches, temperature, uso=False):
     """Metrics at ``params`` on ``batches`` (labels as trained on), weighted full-batch means; the
     gradient ones are of the update direction (:func:`update_direction`: the USO update with
@@ -64,6 +66,7 @@ def log_metrics(apply_fn, params, params0, batches, temperature, uso=False):
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
+@strictly
 def accuracy(apply_fn, params, batches):
     """The fraction of correctly classified samples, from an exact count (a sum of the 1/N weights
     rounds, e.g. to 1.0000001 in float32)."""
@@ -98,11 +101,13 @@ def sharpness_of(
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
+@strictly
 def grid_metrics(apply_fn, params, params0, batches, temperature, uso):
     return jax.vmap(lambda p, p0, t: log_metrics(apply_fn, p, p0, batches, t, uso))(
         params, params0, temperature)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
+@strictly
 def grid_accuracy(apply_fn, params, batches):
     return jax.vmap(lambda p: accuracy(apply_fn, p, batches))(params)

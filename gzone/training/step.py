@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gzone import curvature, objective
+from gzone import curvature, objective, precision
 
 OPTIMIZERS = ("gd", "adam")
 LABELS = ("true", "random-fixed", "random-per-step")
@@ -91,42 +91,47 @@ def _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature
     return select(new_params, params), select(new_state, opt_state), diverged_at
 
 
-def _steps(apply_fn, optimizer, labels, uso, k, batched, carry, step, batches, temperature, key):
+def _steps(apply_fn, optimizer, labels, uso, k, batched, matmul, carry, step, batches,
+           temperature, key):
     """One update of one run, or (``batched``) of every run of a grid: ``jax.vmap`` over the
-    leading axis of the state and of the temperatures (same data, labels and step)."""
-    if not batched:
-        return _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature, key)
-    return jax.vmap(lambda c, t: _step(apply_fn, optimizer, labels, uso, k, c, step, batches, t,
-                                       key))(carry, temperature)
+    leading axis of the state and of the temperatures (same data, labels and step); matrix
+    products at the ``matmul`` setting (:data:`gzone.precision.MATMUL_PRECISIONS`)."""
+    with precision.matmul(matmul):
+        if not batched:
+            return _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature, key)
+        return jax.vmap(lambda c, t: _step(apply_fn, optimizer, labels, uso, k, c, step, batches, t,
+                                           key))(carry, temperature)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=(7,))
-def _scan_block(apply_fn, optimizer, labels, uso, k, batched, num_steps, carry, start, batches,
-                temperature, key):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7), donate_argnums=(8,))
+def _scan_block(apply_fn, optimizer, labels, uso, k, batched, matmul, num_steps, carry, start,
+                batches, temperature, key):
     """``num_steps`` updates in one ``lax.scan`` (one compiled program, no host sync)."""
 
     def body(c, step):
-        return _steps(apply_fn, optimizer, labels, uso, k, batched, c, step, batches, temperature,
-                      key), None
+        return _steps(apply_fn, optimizer, labels, uso, k, batched, matmul, c, step, batches,
+                      temperature, key), None
 
     return jax.lax.scan(body, carry, start + jnp.arange(num_steps, dtype=jnp.int32))[0]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=(6,))
-def _host_step(apply_fn, optimizer, labels, uso, k, batched, carry, step, batches, temperature,
-               key):
-    return _steps(apply_fn, optimizer, labels, uso, k, batched, carry, step, batches, temperature,
-                  key)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=(7,))
+def _host_step(apply_fn, optimizer, labels, uso, k, batched, matmul, carry, step, batches,
+               temperature, key):
+    return _steps(apply_fn, optimizer, labels, uso, k, batched, matmul, carry, step, batches,
+                  temperature, key)
 
 
-def run_block(driver, apply_fn, optimizer, labels, uso, k, batched, num_steps, carry, start,
-               *operands):
+def run_block(driver, apply_fn, optimizer, labels, uso, k, batched, matmul, num_steps, carry,
+              start, *operands):
+    """``num_steps`` updates from step ``start``: one ``lax.scan`` program (``driver="scan"``) or
+    a host loop over one compiled step (``"host"``)."""
     if driver == "scan":
-        return _scan_block(apply_fn, optimizer, labels, uso, k, batched, num_steps, carry,
+        return _scan_block(apply_fn, optimizer, labels, uso, k, batched, matmul, num_steps, carry,
                            jnp.int32(start), *operands)
     for step in range(start, start + num_steps):  # convolutions inside XLA loops are slow on CPU
-        carry = _host_step(apply_fn, optimizer, labels, uso, k, batched, carry, jnp.int32(step),
-                           *operands)
+        carry = _host_step(apply_fn, optimizer, labels, uso, k, batched, matmul, carry,
+                           jnp.int32(step), *operands)
     return carry
 
 
