@@ -71,7 +71,7 @@ def main() -> int:
     params = models.init(model, keys[0], (28, 28, 1), scheme="xavier")
     origin, unravel = ravel_pytree(params)
     p = origin.size
-    metric = hs.layer_metric(params)
+    metric = subspace.layer_metric(params)
     x = jax.random.normal(keys[1], (batch * args.scan_steps, 28, 28, 1), jnp.float32)
     y = jax.random.randint(keys[2], (batch * args.scan_steps,), 0, 10)
     xb, yb = x[:batch], y[:batch]
@@ -128,7 +128,7 @@ def main() -> int:
             start = time.perf_counter()
             if kind == "sparse":
                 basis = hs.sparse_basis(keys[3], p, d)
-                size = basis.rows.size
+                size = basis.nnz  # the draw's own entries; stored: nnz_capacity(P, d)
             else:
                 basis = dense_basis(keys[3], d)
                 size = p * d

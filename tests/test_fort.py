@@ -289,6 +289,28 @@ def test_hypersurface_records_equal_a_direct_run_and_spheres_keep_their_radius(r
     assert all(r["positive_eigenvalues_start"] is None for r in surf if r["surface"] != "hyperplane")
 
 
+def test_hypersurface_seeds_at_one_d_share_one_compiled_program(tmp_path):
+    """The bases are padded to ``nnz_capacity(P, d)``: the second seed's (surface, d) job compiles
+    no new epoch or log program although its basis drew another number of non-zeros."""
+    study, config = small("hypersurface-training", seeds=2, hs_surfaces=("hyperplane",),
+                          hs_hessian_dim=0)
+    setup = study.prepare(config, None)
+    ctx = engine.Context(study, config, setup, tmp_path, [])
+    jobs = [p for p in study.points(config, setup) if p["surface"] == "hyperplane"]
+    assert [(p["dim"], p["seed"]) for p in jobs] == [(10, 0), (10, 1)]
+    draws = [hypersurface.sparse_basis(jax.random.fold_in(stream_key(s, "hypersurface-basis"), 10),
+                                       setup.num_params, 10, setup.dtype) for s in (0, 1)]
+    assert draws[0].nnz != draws[1].nnz  # unpadded, their shapes would differ
+
+    def programs():
+        return hypersurface._epoch._cache_size(), hypersurface._log._cache_size()
+
+    list(study.measure(ctx, jobs[:1]))
+    first = programs()
+    records = list(study.measure(ctx, jobs[1:]))
+    assert programs() == first and len(records[0]) == len(config.hs_radii)
+
+
 def test_intrinsic_dimension_is_the_smallest_d_reaching_the_baseline_fraction():
     def rec(surface, dim, factor, acc):
         return {"kind": "hypersurface", "surface": surface, "dim": dim, "radius_factor": factor,

@@ -61,7 +61,8 @@ def test_project_and_transpose_equal_the_dense_basis():
                 "dense_apply_t": dense.T @ v}
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-12, atol=1e-15, err_msg=name)
-    assert np.count_nonzero(dense) == basis.rows.size  # to_dense placed every entry once
+    assert np.count_nonzero(dense) == basis.nnz  # to_dense placed every entry once
+    assert basis.rows.size == hs.nnz_capacity(500, 7) > basis.nnz  # padded with zero entries
     # θ̂'s (and v's) dtype is kept, whatever the basis's
     got32 = sparse_side(basis, jnp.asarray(theta_hat, F32), jnp.asarray(v, F32))
     assert {a.dtype for a in jax.tree_util.tree_leaves(got32)} == {jnp.dtype(F32)}
@@ -73,6 +74,12 @@ def test_sparse_basis_has_the_distribution_of_subspace_sparse_basis():
     basis = hs.sparse_basis(jax.random.key(4), p, d, F64)
     rows, cols, values = (np.asarray(a) for a in (basis.rows, basis.cols, basis.values))
     assert basis.shape == (p, d) and rows.dtype == cols.dtype == np.int32 and values.dtype == np.float64
+    assert rows.size == hs.nnz_capacity(p, d) > basis.nnz  # padded with zero-valued entries ...
+    assert np.all(np.diff(rows) >= 0) and rows.min() >= 0 and rows.max() < p
+    assert cols.min() >= 0 and cols.max() < d
+    pad = values == 0  # ... spread over rows and columns (no scatter-add hot spot)
+    assert np.bincount(rows[pad]).max() <= 1 and np.ptp(np.bincount(cols[pad], minlength=d)) <= 1
+    rows, cols, values = rows[~pad], cols[~pad], values[~pad]
     np.testing.assert_allclose(np.sqrt(np.bincount(cols, values**2, minlength=d)), 1.0, rtol=1e-12)
     assert len(np.unique(rows.astype(np.int64) * d + cols)) == len(rows)  # no duplicate entries
     assert np.all(np.diff(rows) >= 0) and rows.min() >= 0 and rows.max() < p
@@ -87,7 +94,7 @@ def test_sparse_basis_has_the_distribution_of_subspace_sparse_basis():
     assert np.all(np.abs(per_block - len(rows) / 10) < 5 * np.sqrt(len(rows) / 10)), per_block
     # the same key gives the same basis, another key another
     again = hs.sparse_basis(jax.random.key(4), p, d, F64)
-    assert np.array_equal(again.rows, rows) and np.array_equal(again.values, values)
+    assert np.array_equal(again.rows[~pad], rows) and np.array_equal(again.values[~pad], values)
     assert not np.array_equal(hs.sparse_basis(jax.random.key(5), p, d, F64).rows[:50], rows[:50])
     # P = 4: a column is empty with probability 1/16, ~25 of these 400 would be; each gets one entry
     for k in range(100):
@@ -99,14 +106,27 @@ def test_sparse_basis_has_the_distribution_of_subspace_sparse_basis():
 def test_sparse_basis_builds_lenet300_size_without_a_dense_array():
     p, d = 266_610, 10_000
     basis = hs.sparse_basis(jax.random.key(7), p, d)
-    nnz = basis.rows.size
+    nnz, capacity = basis.nnz, hs.nnz_capacity(p, d)
     q = 1 / np.sqrt(p)
     assert abs(nnz - d * p * q) < 5 * np.sqrt(d * p * q * (1 - q)), nnz
+    assert nnz < capacity < 1.01 * d * p * q  # the padding costs under 1% here
     leaves = jax.tree_util.tree_leaves(basis)  # P and d are static metadata, not leaves
-    assert [leaf.shape for leaf in leaves] == [(nnz,)] * 3
-    assert sum(leaf.nbytes for leaf in leaves) == 12 * nnz  # int32, int32, float32: ~62 MB, not 10 GB
+    assert [leaf.shape for leaf in leaves] == [(capacity,)] * 3
+    assert sum(leaf.nbytes for leaf in leaves) == 12 * capacity  # int32, int32, float32: ~62 MB, not 10 GB
     norms = jax.ops.segment_sum(basis.values**2, basis.cols, d)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_nnz_capacity_bounds_every_draw_and_overflow_raises_instead_of_dropping(monkeypatch):
+    # the hard bound P d where the margin would pass it, the Bernstein bound otherwise
+    assert hs.nnz_capacity(4, 4) == 16 and hs.nnz_capacity(500, 7) < 500 * 7
+    p, d = 10_000, 50  # Binomial(P d, 1/√P) + d: the capacity is ≥ 7 standard deviations above
+    assert hs.nnz_capacity(p, d) >= d * np.sqrt(p) + 7 * np.sqrt(d * np.sqrt(p)) + d
+    draws = [hs.sparse_basis(jax.random.key(k), p, d) for k in range(20)]
+    assert {b.rows.size for b in draws} == {hs.nnz_capacity(p, d)} and len({b.nnz for b in draws}) > 1
+    monkeypatch.setattr(hs, "nnz_capacity", lambda num_params, dim: 10)
+    with pytest.raises(ValueError, match="more than its capacity 10"):
+        hs.sparse_basis(jax.random.key(0), p, d)
 
 
 def test_sparse_basis_rejects_bad_dimensions_and_float64_without_x64():
@@ -273,6 +293,39 @@ def test_vmapped_grid_equals_per_scale_runs_and_sphere_keeps_its_radius():
     final = jax.jit(jax.vmap(hs.hypersphere_point, in_axes=(None, None, None, 0, 0)))(
         origin, basis, metric, grid.theta_hat, scales)
     np.testing.assert_allclose(jnp.linalg.norm(final.astype(F64), axis=1), expected[:, 0], rtol=1e-6)
+
+
+def _unpadded(basis):
+    """``basis`` without its padding entries: the draw's own, random, number of entries."""
+    real = np.asarray(basis.values) != 0
+    return hs.SparseBasis(basis.rows[real], basis.cols[real], basis.values[real], *basis.shape)
+
+
+def test_one_program_serves_every_seed_at_a_given_d_and_padding_changes_no_bit():
+    """Two seeds (θ0 and basis) at one d: the second compiles no new epoch or log program, while
+    the same bases unpadded (their random nnz as the array shape) do; results are bit-identical
+    with and without padding. A new d is a new θ̂ shape and still compiles."""
+    model, _, x, y = _problem(F32, n=16)
+    kw = dict(surface="hypersphere", scales=jnp.array([0.5, 2.0], F32), lr=0.05, epochs=2,
+              batch_size=8, key=jax.random.key(9), x_test=x[:6], y_test=y[:6])
+
+    def run(seed, dim, pad=True):
+        params = models.init(model, jax.random.key(seed), (4,), scheme="xavier", dtype=F32)
+        basis = hs.sparse_basis(jax.random.key(50 + seed), ravel_pytree(params)[0].size, dim, F32)
+        basis = basis if pad else _unpadded(basis)
+        result = hs.train_hypersurface(model.apply, params, basis, x, y, **kw)
+        return result, basis.nnz, (hs._epoch._cache_size(), hs._log._cache_size())
+
+    padded = [run(seed, 6) for seed in (0, 1)]
+    assert padded[0][1] != padded[1][1]  # the draws' nnz differ ...
+    assert padded[1][2] == padded[0][2]  # ... yet the second seed compiled nothing
+    unpadded = [run(seed, 6, pad=False) for seed in (0, 1)]
+    assert unpadded[1][2] == tuple(n + 1 for n in unpadded[0][2])  # unpadded: one more each
+    for (a, _, _), (b, _, _) in zip(padded, unpadded):
+        np.testing.assert_array_equal(a.theta_hat, b.theta_hat)
+        for field in hs.HISTORY_FIELDS:
+            np.testing.assert_array_equal(a.history[field], b.history[field])
+    assert run(0, 7)[2] == tuple(n + 1 for n in unpadded[1][2])  # d is a compile-time shape
 
 
 def _assert_nan_only_after_divergence(result):

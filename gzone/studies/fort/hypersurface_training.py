@@ -8,7 +8,9 @@ with the per-layer metric M; the surface through θ0 is scaled to each radius fa
 ``hs_radii`` (θ = s(θ0 + M R θ̂) on the hyperplane, its projection onto the sphere of radius
 s‖θ0‖ on the hypersphere) and θ̂ ∈ R^d is trained with minibatch Adam (``hs_lr``, ``hs_epochs``
 epochs of ``hs_batch``) — all radii of a (surface, d, seed) one vmapped program
-(:func:`gzone.hypersurface.train_hypersurface`). One ``hypersurface`` record per (surface, d,
+(:func:`gzone.hypersurface.train_hypersurface`); the bases are padded to
+:func:`gzone.hypersurface.nnz_capacity` (P, d), so the seeds of a (surface, d) share one compiled
+program (each d compiles its own). One ``hypersurface`` record per (surface, d,
 seed, radius) with the final accuracies, radius and per-epoch curves. The full-space reference
 is the same trainer with the identity basis (d = P; surface ``full``).
 
