@@ -393,3 +393,19 @@ def title(study: Any, config: Any, preset: str | None = None) -> str:
         what.append(f"{first['inits']} initializations")
     head = study.name + (f" ({preset})" if preset else "")
     return head + "\n" + ", ".join(w for w in what if w)
+
+
+def process_options(args: argparse.Namespace) -> None:
+    """``--process-id`` / ``--num-processes`` checked (they go together), else read from a
+    launcher's environment (:func:`gzone.sharding.process_from_env`), else (None, None): one
+    process."""
+    from gzone import sharding
+
+    if (args.num_processes is None) != (args.process_id is None):
+        raise UsageError("--process-id and --num-processes go together")
+    if args.num_processes is None:
+        args.process_id, args.num_processes = sharding.process_from_env() or (None, None)
+    if args.num_processes is not None and not (
+            args.num_processes >= 1 and 0 <= args.process_id < args.num_processes):
+        raise UsageError(f"--process-id must lie in 0..{args.num_processes - 1} and "
+                             "--num-processes be at least 1")

@@ -138,8 +138,10 @@ def run_parser(study: Any, preset: str) -> cli.OneLineParser:
                        help="also show the figure in a window (else it is only written to files)")
     group.add_argument("--dry-run", action="store_true",
                        help="check the options and the data, say what would run, compute nothing")
-    procs = parser.add_argument_group("several processes (jax.distributed; each runs a slice)")
-    procs.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    procs = parser.add_argument_group(
+        "several processes (each runs its slice into OUT/process-I-of-N; no coordinator: "
+        "processes never wait on each other; default: $SLURM_PROCID/$SLURM_NTASKS or "
+        "$OMPI_COMM_WORLD_RANK/$OMPI_COMM_WORLD_SIZE when set)")
     procs.add_argument("--num-processes", type=int, default=None, help="number of processes")
     procs.add_argument("--process-id", type=int, default=None, help="this process's index")
     return parser
@@ -158,11 +160,7 @@ def build(study: Any, argv: list[str], spellings: dict) -> tuple[argparse.Namesp
     values, spelled = cli.config_overrides(args, study.config)
     spellings.update(spelled)
     config = engine.make_config(study, args.preset, **values)
-    processes = (args.coordinator, args.num_processes, args.process_id)
-    if any(p is not None for p in processes) and not all(p is not None for p in processes):
-        raise cli.UsageError("--coordinator, --num-processes and --process-id go together")
-    if args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
-        raise cli.UsageError(f"--process-id must lie in 0..{args.num_processes - 1}")
+    cli.process_options(args)
     cli.apply_dtype(config)
     return args, config
 
@@ -180,16 +178,13 @@ def _run(argv: list[str], spellings: dict, out_holder: list) -> int:
         print(f"{study.name} ({args.preset}): {len(points)} points into {out}; the options are valid "
               "and the data is there (--dry-run: nothing computed)")
         return 0
-    index = count = None
-    if args.coordinator is not None:
-        import jax
-
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        index, count = args.process_id, args.num_processes
     out_holder.append(str(out))
     progress = None if args.no_progress else cli.progress_bar(study.name, "pt")
     records = engine.run(study, config, out, data_dir=args.data_dir, progress=progress,
-                         process_index=index, process_count=count)
+                         process_index=args.process_id, process_count=args.num_processes)
+    if (args.num_processes or 1) > 1:
+        print(f"process {args.process_id} of {args.num_processes}: its slice is done; "
+              f"{len(records)} records of all slices so far in {out}")
     report(study, records, out)
     if not args.no_plot:
         draw(study, records, out, title(study, config, args.preset), args.show)

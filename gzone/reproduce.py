@@ -298,9 +298,9 @@ def parse(argv: Sequence[str]) -> Any:
                         help="check every selected study's preset and data, say what would run, "
                              "compute nothing")
     parser.add_argument("--num-processes", type=int, default=None,
-                        help="number of processes sharing the run (each runs a slice)")
+                        help="number of processes sharing the run (each runs a slice; default: "
+                             "$SLURM_NTASKS or $OMPI_COMM_WORLD_SIZE when set)")
     parser.add_argument("--process-id", type=int, default=None, help="this process's index")
     args = parser.parse_args(list(argv))
-    if (args.num_processes is None) != (args.process_id is None):
-        raise cli.UsageError("--process-id and --num-processes go together")
+    cli.process_options(args)
     return args

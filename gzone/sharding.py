@@ -8,10 +8,12 @@ processes.
   leading axis must be a multiple of the device count: :func:`pad_points` repeats the last point
   (its results are dropped by the caller).
 * Processes: :func:`process_points` is the slice of a grid one process runs (points ``i`` with
-  ``i % count == index``, so that each process gets a mix of the grid), from
-  ``jax.process_index()`` / ``jax.process_count()`` after ``jax.distributed.initialize()`` or
-  given explicitly. Processes share no arrays: each runs its slice on its own local devices and
-  writes its own records.
+  ``i % count == index``, so that each process gets a mix of the grid), given explicitly
+  (``--process-id I --num-processes N``) or read from a cluster's launcher by
+  :func:`process_slot` (``SLURM_PROCID``/``SLURM_NTASKS``, ``OMPI_COMM_WORLD_RANK``/
+  ``OMPI_COMM_WORLD_SIZE``). Processes share no arrays and never wait on each other (no
+  ``jax.distributed``, no barrier): each runs its slice on its own local devices and writes its
+  own records; a process that dies takes nothing else down, and rerunning it resumes its slice.
 
 On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) gives N
 host devices to test this with.
@@ -19,7 +21,8 @@ host devices to test this with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -72,3 +75,31 @@ def process_points(num_points: int, index: int | None = None, count: int | None 
     if not (isinstance(index, (int, np.integer)) and 0 <= index < count):
         raise ValueError(f"process index must be in [0, {count}), got {index!r}")
     return np.arange(index, num_points, count)
+
+
+#: (index variable, count variable) of the launchers whose process slots :func:`process_slot` reads
+LAUNCHERS = (("SLURM_PROCID", "SLURM_NTASKS"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"))
+
+
+def process_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """(index, count) of this process as a launcher set it (:data:`LAUNCHERS`: Slurm's ``srun``,
+    Open MPI's ``mpirun``), or None when none did; ValueError for values that are not a slot."""
+    environ = os.environ if environ is None else environ
+    for index_var, count_var in LAUNCHERS:
+        if index_var in environ and count_var in environ:
+            try:
+                index, count = int(environ[index_var]), int(environ[count_var])
+            except ValueError:
+                raise ValueError(f"{index_var}={environ[index_var]!r} / {count_var}="
+                                 f"{environ[count_var]!r} are not process numbers") from None
+            if not (count >= 1 and 0 <= index < count):
+                raise ValueError(f"{index_var}={index} is not a process of {count_var}={count}")
+            return index, count
+    return None
+
+
+def process_slot(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(index, count) of this process: a launcher's (:func:`process_from_env`), else JAX's
+    (``jax.process_index()``, ``jax.process_count()``: (0, 1) unless ``jax.distributed`` runs)."""
+    found = process_from_env(environ)
+    return found if found is not None else (jax.process_index(), jax.process_count())

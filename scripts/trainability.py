@@ -7,7 +7,7 @@
     python scripts/trainability.py --grid --out runs/fig8 --plot-only   # gzone plot icml/trainability
 
 Every other option goes to the study unchanged (`gzone run icml/trainability --help` lists them),
-the several-process ones (--coordinator, --num-processes, --process-id) included.
+the several-process ones (--num-processes, --process-id) included.
 """
 
 import sys

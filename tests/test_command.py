@@ -161,7 +161,7 @@ def test_every_option_of_a_study_has_a_real_help_line(name):
         assert action.dest == field and not action.help.startswith("config field"), field
         assert len(action.help) > 15, field
     for option in ("--preset", "--set", "--out", "--data-dir", "--no-progress", "--no-plot",
-                   "--show", "--dry-run", "--coordinator", "--num-processes", "--process-id"):
+                   "--show", "--dry-run", "--num-processes", "--process-id"):
         assert options[option].help, option
     assert options["--preset"].choices == list(study.presets)
 
@@ -218,7 +218,8 @@ def test_a_refusal_names_the_study_the_differing_fields_and_out(tmp_path):
     (["frobnicate"], "error: unknown command 'frobnicate'"),
     (["run", "icml/gamma-entropy", "--dim", "3"], "error: unrecognized arguments: --dim 3 (not an option of icml/gamma-entropy"),
     (["run", "icml/alpha-sweep", "--preset", "nope"], "error: icml/alpha-sweep has no preset 'nope'"),
-    (["run", "icml/alpha-sweep", "--coordinator", "h:1"], "error: --coordinator, --num-processes and --process-id go together"),
+    (["run", "icml/alpha-sweep", "--process-id", "1"], "error: --process-id and --num-processes go together"),
+    (["run", "icml/alpha-sweep", "--process-id", "2", "--num-processes", "2"], "error: --process-id must lie in 0..1"),
     (["run", "icml/alpha-sweep", "--dim", "999999999"], "error: subspace dimension --dim=999999999 exceeds"),
     (["run", "icml/alpha-sweep", "--model", "lenet5"], "error: LeNet5 needs images of at least 16x16"),
 ])

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -136,28 +135,56 @@ def test_a_rerun_with_another_process_count_repeats_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_under_jax_distributed_split_a_study(tmp_path):
-    """The command's multi-host path on one machine: two processes and a coordinator, each runs
-    its slice of every kind of point into its own folder; together they cover the study once."""
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
+def test_two_processes_split_a_study_with_no_coordinator_and_a_killed_one_resumes(tmp_path):
+    """Two real processes, one given its slot by flags, the other by Slurm's variables; the
+    second is SIGKILLed once it has written a record and then rerun: every point of every kind
+    once, each slice in its own folder, nothing shared, nothing waited for."""
+    import signal
+
     out = tmp_path / "run"
     command = [sys.executable, "-m", "gzone", "run", "icml/gradient-prior", "--preset", "tiny",
-               "--n-priors", "6", "--out", str(out), "--no-progress", "--no-plot",
-               "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id"]
+               "--n-priors", "6", "--out", str(out), "--no-progress", "--no-plot"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = [subprocess.Popen([*command, str(i)], env=env, stdout=subprocess.PIPE, cwd=ROOT,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
+    logs = [open(tmp_path / f"log{i}", "w") for i in range(2)]  # files: a full pipe would block
+    first = subprocess.Popen([*command, "--num-processes", "2", "--process-id", "0"], env=env,
+                             stdout=logs[0], stderr=subprocess.STDOUT, cwd=ROOT)
+    slurm = {**env, "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}
+    second = subprocess.Popen(command, env=slurm, stdout=logs[1], stderr=subprocess.STDOUT, cwd=ROOT)
+    mine = out / "process-1-of-2" / results.RESULTS_FILE
+    deadline = time.time() + 300
+    while second.poll() is None and time.time() < deadline and not (
+            mine.exists() and mine.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    if second.poll() is None:
+        second.send_signal(signal.SIGKILL)
+    second.wait(timeout=300)
+    assert first.wait(timeout=600) == 0, (tmp_path / "log0").read_text()[-2000:]
+    for log in logs:
+        log.close()
+    rerun = subprocess.run(command, env=slurm, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "process 1 of 2: its slice is done" in rerun.stdout
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["process-0-of-2", "process-1-of-2"]
     records = engine.load(out)
     assert sorted(r["prior"] for r in records if r["kind"] == "prior") == list(range(6))
     assert [r["kind"] for r in records].count("calibration") == 1
-    mine = [r["prior"] for r in engine.load(out / "process-1-of-2") if r["kind"] == "prior"]
-    assert sorted(mine) == [1, 3, 5]
+    slice1 = [r["prior"] for r in engine.load(out / "process-1-of-2") if r["kind"] == "prior"]
+    assert sorted(slice1) == [1, 3, 5]
+
+
+def test_loading_merges_slices_and_keeps_each_record_once(tmp_path):
+    """The same record in two slice folders (one of another process count, interrupted after it
+    wrote a point's records the other then wrote again) is loaded once; a run's context sees the
+    records of every folder of its configuration."""
+    config, out = small_sweep(), tmp_path / "run"
+    engine.run(SWEEP, config, out, process_index=0, process_count=2)
+    first = results.load_records(out / "process-0-of-2" / results.RESULTS_FILE)
+    (out / "process-0-of-3").mkdir()
+    shutil.copy(out / "process-0-of-2" / results.CONFIG_FILE, out / "process-0-of-3")
+    results.append_records(out / "process-0-of-3", first[:2])
+    records = engine.load(out)
+    assert len(records) == len(first)
+    assert engine.run(SWEEP, config, out, process_index=0, process_count=3) == records
 
 
 def test_batched_chunks_group_consecutive_points_of_a_kind():
@@ -177,15 +204,24 @@ def test_stale_checkpoint_folders_are_removed(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_a_second_writer_waits_for_the_first(tmp_path, capsys):
+def test_a_second_writer_is_refused_in_one_line_or_waits_when_asked(tmp_path, capsys):
     import fcntl
+
+    from gzone.engine.lifecycle import BusyError
 
     out = tmp_path / "run"
     out.mkdir()
     handle = open(out / LOCK_FILE, "w")
     fcntl.flock(handle, fcntl.LOCK_EX)
+    handle.write("gzone process 4242 on elsewhere\n")
+    handle.flush()
+    with pytest.raises(BusyError, match=r"is being written by gzone process 4242 on elsewhere; "
+                                        r"wait for it to finish, or give this run another --out") as info:
+        engine.run(SWEEP, small_sweep(), out)
+    assert "\n" not in str(info.value) and not (out / results.CONFIG_FILE).exists()
     done = []
-    worker = threading.Thread(target=lambda: done.append(engine.run(SWEEP, small_sweep(), out)))
+    worker = threading.Thread(target=lambda: done.append(engine.run(SWEEP, small_sweep(), out,
+                                                                     wait=True)))
     worker.start()
     time.sleep(1.0)
     assert not done and not (out / results.CONFIG_FILE).exists()  # waiting, nothing written
@@ -193,7 +229,7 @@ def test_a_second_writer_waits_for_the_first(tmp_path, capsys):
     handle.close()
     worker.join(timeout=300)
     assert len(done[0]) == 3 * 3
-    assert "another gzone process is writing" in capsys.readouterr().err
+    assert "gzone process 4242 on elsewhere is writing" in capsys.readouterr().err
 
 
 def test_records_are_written_with_nulls_and_flags_for_nonfinite_values(tmp_path):

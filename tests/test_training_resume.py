@@ -165,3 +165,43 @@ def test_process_points_partition_the_grid():
         sharding.process_points(5, 3, 3)
     padded, size = sharding.pad_points({"a": np.arange(5)}, 4)
     assert size == 5 and padded["a"].tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+
+
+def test_checkpoints_follow_their_cadence_and_histories_are_appended(tmp_path):
+    """checkpoint_every=4 (steps) with a log every 2: saved at steps 4 and 8 (the last), so a run
+    stopped at its step-6 log resumes from step 4; the history file only grows."""
+    from gzone.training import checkpoints
+
+    model, params, x, y = tiny_problem("mlp", n=11)
+    kw = {"lr": 0.3, "steps": 8, "log_every": 2, "driver": "scan", "sharpness": False,
+          "checkpoint_every": 4}
+    whole = training.train(model.apply, params, x, y, **kw)
+
+    class Stop(Exception):
+        pass
+
+    sizes = []
+
+    def stop_at_6(step, row):
+        path = tmp_path / "batch-000000" / checkpoints.HISTORY_FILE
+        sizes.append(path.stat().st_size if path.exists() else 0)
+        if step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        training.train(model.apply, params, x, y, checkpoint_dir=tmp_path, on_log=stop_at_6, **kw)
+    assert sizes[:3] == [0, 0, 0] and sizes[3] > 0  # nothing saved before step 4's log
+    seen = []
+    resumed = training.train(model.apply, params, x, y, checkpoint_dir=tmp_path,
+                             on_log=lambda step, row: seen.append(step), **kw)
+    assert seen == [6, 8]
+    for f in training.HISTORY_FIELDS:
+        np.testing.assert_allclose(resumed.history[f], whole.history[f], rtol=1e-12, err_msg=f)
+    lines = (tmp_path / "batch-000000" / checkpoints.HISTORY_FILE).read_text().splitlines()
+    assert len(lines) == 5  # steps 0 … 8, each row once
+    timed = training.train(model.apply, params, x, y, checkpoint_dir=tmp_path / "timed",
+                           **{**kw, "checkpoint_every": "3600s"})  # only the last log saves
+    np.testing.assert_allclose(timed.history["loss"], whole.history["loss"], rtol=1e-12)
+    for bad in (0, "5m", "1.5", -3, True):
+        with pytest.raises(ValueError, match="checkpoint_every must be a positive number"):
+            training.train(model.apply, params, x, y, **{**kw, "checkpoint_every": bad})

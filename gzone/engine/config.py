@@ -156,9 +156,15 @@ def field_choices(config_cls: type, name: str) -> tuple | None:
     return None
 
 
-def field(default: Any, help: str, choices: Iterable | None = None) -> Any:  # noqa: A002
-    """A dataclass field with its one-line ``help`` (and ``choices``) in its metadata."""
+def field(default: Any, help: str, choices: Iterable | None = None, *,  # noqa: A002
+          identity: bool | str = True) -> Any:
+    """A dataclass field with its one-line ``help`` (and ``choices``) in its metadata.
+    ``identity``: whether it is part of a results directory's identity (:func:`identity`) —
+    True; False for how, not what, is computed (e.g. a checkpoint cadence); ``"unless-default"``
+    for a setting added later whose default is the old behaviour (older directories stay valid)."""
     meta = {"help": help} if choices is None else {"help": help, "choices": tuple(choices)}
+    if identity is not True:
+        meta["identity"] = identity
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -275,7 +281,38 @@ def check_model_data(config: Any) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainTestConfig:
+class RunSettings:
+    """How a training study's runs compute and checkpoint (not what they compute)."""
+
+    matmul_precision: str = field("float32", "precision of the training updates' matrix products "
+                                  "(tf32: faster on recent NVIDIA GPUs; curvature, sharpness and "
+                                  "logged metrics stay float32)", ("float32", "tf32"),
+                                  identity="unless-default")
+    checkpoint_every: str = field("60s", "checkpoint a batch of runs every N steps (e.g. 500) or "
+                                  "N seconds (e.g. 300s), and at its end", identity=False)
+
+
+def run_settings(config: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`gzone.training.train_grid` that ``config``'s
+    :class:`RunSettings` fields set."""
+    return {"matmul_precision": config.matmul_precision, "checkpoint_every": config.checkpoint_every}
+
+
+def check_run_settings(config: Any) -> None:
+    """``matmul_precision`` and ``checkpoint_every`` are valid."""
+    from gzone import precision
+    from gzone.training.loop import checkpoint_cadence
+
+    check_choice(config, "matmul_precision", precision.MATMUL_PRECISIONS)
+    try:
+        checkpoint_cadence(config.checkpoint_every)
+    except ValueError:
+        raise ConfigError("checkpoint_every", "{name} must be a number of steps (e.g. 500) or of "
+                          f"seconds (e.g. 300s), got {config.checkpoint_every!r}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTestConfig(RunSettings):
     """A homogeneous model trained on a dataset's train split and tested on its test split (the
     training studies, Sec. 5 and App. E)."""
 
@@ -304,6 +341,7 @@ def check_train_test(config: Any) -> None:
     gzone.check_dtype(config.dtype)
     check_at_least(config, "n_train", "n_test", "chunk_size")
     check_dims(config, "widths")
+    check_run_settings(config)
 
 
 # ----------------------------------------------------------------------------- presets, identity
@@ -329,9 +367,14 @@ def identity(study: Any, config: Any) -> dict[str, Any]:
     """What a results directory is tied to: ``{"study": name, **fields}`` over every field of
     the config except the study's growable ones (a grid that may be extended in place), those
     its ``unused(config)`` names (read only in another setting, e.g. the full-space settings
-    while ``full_space`` is off) and ``widths`` when the model is not ``mlp``."""
+    while ``full_space`` is off), ``widths`` when the model is not ``mlp``, and the fields that
+    :func:`field` marks as outside the identity."""
     skip = set(study.growable) | set(study.unused(config) if study.unused else ())
     if getattr(config, "model", "mlp") != "mlp":
         skip.add("widths")
+    for f in dataclasses.fields(config):
+        rule = f.metadata.get("identity", True)
+        if rule is False or (rule == "unless-default" and getattr(config, f.name) == f.default):
+            skip.add(f.name)
     out = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
     return {"study": study.name, **out}

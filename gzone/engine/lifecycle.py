@@ -4,7 +4,8 @@
 
 1. check the config (field types, then the study's ``validate``) and ``prepare`` it (data loaded,
    model built, d ≤ P): a refused run has not touched ``out``;
-2. lock ``out`` (one writer at a time) and open it: a new directory is bound to the study's
+2. lock ``out`` (one writer at a time: a second is refused in one line, or with ``wait`` waits)
+   and open it: a new directory is bound to the study's
    identity (its name and config minus growable fields), an existing one must hold the same
    identity or no records (:func:`gzone.results.open_results`);
 3. the points still to do: the study's points minus the finished ones (in any folder of ``out``:
@@ -21,6 +22,8 @@ progress; rerunning the same command resumes without repeating a finished point.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,13 +52,28 @@ def records_dir(out_dir: str | Path, process_index: int, process_count: int) -> 
     return out if process_count == 1 else out / f"process-{process_index}-of-{process_count}"
 
 
+def _unique(records: list[Record]) -> list[Record]:
+    """``records`` without repeats (a record equal in every field to an earlier one: the same
+    point's logs written by two slices, one interrupted, of different process counts)."""
+    import json
+
+    seen, out = set(), []
+    for r in records:
+        key = json.dumps(r, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def load(out_dir: str | Path) -> list[Record]:
-    """All records of ``out_dir`` and of its ``process-*`` folders (a run split over processes)."""
+    """All records of ``out_dir`` and of its ``process-*`` folders (a run split over processes),
+    merged, each once."""
     out = Path(out_dir)
     found = results.load_records(out / results.RESULTS_FILE)
     for sub in sorted(out.glob("process-*-of-*")):
         found += results.load_records(sub / results.RESULTS_FILE)
-    return found
+    return _unique(found)
 
 
 def records_elsewhere(out_dir: str | Path, here: Path | None,
@@ -107,23 +125,37 @@ def process_slice(points: list[Point], index: int, count: int) -> list[int]:
     return sorted(mine)
 
 
+class BusyError(ValueError):
+    """Another process holds the lock of a records directory (a one-line error of the CLI)."""
+
+
 @contextlib.contextmanager
-def locked(out: Path) -> Iterator[None]:
-    """Hold ``out/.lock`` exclusively (POSIX ``flock``): a second process writing the same
-    directory waits for the first, then resumes from its records."""
+def locked(out: Path, wait: bool = False) -> Iterator[None]:
+    """Hold ``out/.lock`` exclusively (POSIX ``flock``, released when the process dies): a second
+    process writing the same directory is refused in one line (:class:`BusyError`), or with
+    ``wait`` waits for the first and then resumes from its records."""
     out.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no lock
         yield
         return
-    with open(out / LOCK_FILE, "w") as handle:
+    with open(out / LOCK_FILE, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"note: another gzone process is writing {out}; waiting for it to finish",
-                  file=sys.stderr)
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            if not wait:
+                raise BusyError(f"{out} is being written by {holder}; wait for it to finish, or "
+                                f"give this run another --out (several processes: --process-id "
+                                f"I --num-processes N, each its own slice)") from None
+            print(f"note: {holder} is writing {out}; waiting for it to finish", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"gzone process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
         try:
             yield
         finally:
@@ -132,23 +164,25 @@ def locked(out: Path) -> Iterator[None]:
 
 def run(study: Study, config: Any, out_dir: str | Path, *, data_dir: str | None = None,
         progress: Progress | None = None, process_index: int | None = None,
-        process_count: int | None = None, devices: Any = None) -> list[Record]:
+        process_count: int | None = None, devices: Any = None, wait: bool = False
+        ) -> list[Record]:
     """Run (or resume) ``study`` with ``config`` in ``out_dir`` (module docstring); all records
     of the directory. ``process_index`` / ``process_count`` (default: ``jax.process_index()`` /
-    ``jax.process_count()``) pick this process's slice; ``devices`` (default: the local ones)
-    shard a training study's batch of runs; ``progress(iterator, total)`` wraps a progress bar."""
+    ``jax.process_count()``, else :func:`gzone.sharding.process_from_env`) pick this process's
+    slice; ``devices`` (default: the local ones) shard a training study's batch of runs;
+    ``progress(iterator, total)`` wraps a progress bar; ``wait``: wait for another process
+    writing the same folder instead of refusing (:func:`locked`)."""
     check(study, config)
     setup = study.prepare(config, data_dir)
     points = list(study.points(config, setup))
     if process_index is None or process_count is None:
-        import jax
-
-        process_index, process_count = jax.process_index(), jax.process_count()
+        process_index, process_count = sharding.process_slot()
     out = records_dir(out_dir, process_index, process_count)
-    with locked(out):
+    with locked(out, wait):
         wanted = identity(study, config)
-        existing = results.open_results(out, wanted)
-        done = study.finished_keys(config, existing + records_elsewhere(out_dir, out, wanted))
+        existing = _unique(results.open_results(out, wanted)
+                           + records_elsewhere(out_dir, out, wanted))
+        done = study.finished_keys(config, existing)
         index = {point_key(p): i for i, p in enumerate(points)}
         todo = [points[i] for i in process_slice(points, process_index, process_count)
                 if point_key(points[i]) not in done]

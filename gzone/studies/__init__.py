@@ -75,11 +75,13 @@ def run(name: str, preset: str = "default", *, root: str | Path | None = None,
         data_dir: str | None = None, progress: Any = False) -> tuple[Any, list[dict[str, Any]]]:
     """Run (or resume) study ``name`` at ``preset`` into :func:`default_out`: (config, records).
     The notebooks' entry point (the command line's is ``gzone run``); ``progress``: True for the
-    command's progress bar, or a callable ``(iterator, total) -> iterator``."""
+    command's progress bar, or a callable ``(iterator, total) -> iterator``. Another process
+    writing the same folder (a notebook beside a command) is waited for, then resumed from."""
     study = get(name)
     config = engine.make_config(study, preset)
     out = default_out(name, preset, root)
     if progress is True:
         from gzone import cli
         progress = cli.progress_bar(study.name, "pt")
-    return config, engine.run(study, config, out, data_dir=data_dir, progress=progress or None)
+    return config, engine.run(study, config, out, data_dir=data_dir, progress=progress or None,
+                              wait=True)

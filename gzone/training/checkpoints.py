@@ -100,7 +100,9 @@ def save(manager, step: int, carry, history, logged, vectors, has_vector, finger
         written = meta["history_rows"]
     size = _append_history(directory, history, logged, written, fields)
     leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
-    state = {"leaves": leaves, "vectors": np.asarray(vectors), "has_vector": has_vector.astype(np.int8)}
+    state = {"leaves": leaves, "has_vector": has_vector.astype(np.int8)}
+    if np.size(vectors):  # sharpness measured: its eigenvectors (the warm starts)
+        state["vectors"] = np.asarray(vectors)
     meta = {"step": step, "fingerprint": fingerprint, "history_rows": len(history),
             "history_bytes": size}
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -124,12 +126,14 @@ def restore(manager, carry, vectors, fingerprint, directory, fields: tuple[str, 
                          f"(differs in {', '.join(differing)}); remove it or choose another "
                          f"checkpoint_dir")
     leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(carry))
-    target = {"leaves": [np.asarray(a) for a in leaves], "vectors": np.asarray(vectors),
+    target = {"leaves": [np.asarray(a) for a in leaves],
               "has_vector": np.zeros(len(vectors), np.int8)}
+    if np.size(vectors):
+        target["vectors"] = np.asarray(vectors)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     state = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))["state"]
     restored = jax.tree_util.tree_unflatten(treedef, [np.asarray(a) for a in state["leaves"]])
     history, logged = _read_history(Path(manager.directory), meta["history_bytes"], fields)
-    return (meta["step"], restored, history, logged, np.asarray(state["vectors"]),
+    return (meta["step"], restored, history, logged, np.asarray(state.get("vectors", vectors)),
             np.asarray(state["has_vector"]).astype(bool))

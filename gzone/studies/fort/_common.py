@@ -32,11 +32,13 @@ from gzone import curvature, data, hutchinson, metrics, models, subspace
 from gzone.engine import setup as engine_setup
 from gzone.engine.config import (
     ConfigError,
+    RunSettings,
     check_at_least,
     check_choice,
     check_model_data,
     check_positive,
     check_range,
+    check_run_settings,
     field,
 )
 from gzone.engine.setup import Setup
@@ -172,7 +174,7 @@ def batches_for(setup: Setup, config: Any, params: Any, num_tangents: int) -> cu
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig(NetworkConfig):
+class TrainingConfig(NetworkConfig, RunSettings):
     """Full-space, full-batch Adam runs of a network from chosen starts, with a test split."""
 
     n_test: int | None = field(None, "first N test samples (none: all)")
@@ -192,6 +194,7 @@ def validate_training(config: Any) -> None:
     """A network and its training runs."""
     validate_network(config)
     check_positive(config, "train_lr")
+    check_run_settings(config)
     check_at_least(config, "train_steps", "train_log_every", "batch_size", "n_test")
     if config.train_log_every > config.train_steps:
         raise ConfigError("train_log_every", f"{{name}}={config.train_log_every} exceeds "

@@ -22,7 +22,7 @@ import numpy as np
 from gzone import training
 from gzone.engine import FORT, Claim, Finding, Study
 from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from gzone.engine.config import check_alphas, check_at_least, field
+from gzone.engine.config import check_alphas, check_at_least, field, run_settings
 from gzone.engine.setup import seed_params
 from gzone.engine.study import batched
 from gzone.studies.fort import _claims as claims
@@ -78,7 +78,7 @@ def measure(ctx, chunk):
         setup.x, setup.y, lr=[config.train_lr] * len(chunk), steps=config.train_steps,
         log_every=config.train_log_every, x_test=setup.x_test, y_test=setup.y_test,
         optimizer="adam", sharpness=False, chunk_size=config.chunk_size,
-        checkpoint_dir=ctx.checkpoint(), on_log=ctx.log_writer(chunk, common.TRAIN_LOG_FIELDS))
+        **run_settings(config), checkpoint_dir=ctx.checkpoint(), on_log=ctx.log_writer(chunk, common.TRAIN_LOG_FIELDS))
     records = []
     for j, p in enumerate(chunk):
         h = {f: grid.history[f][j] for f in training.HISTORY_FIELDS}

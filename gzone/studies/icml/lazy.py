@@ -26,7 +26,7 @@ import numpy as np
 from gzone import jacobian, models, training
 from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from gzone.engine.config import check_alphas, check_positive, field
+from gzone.engine.config import check_alphas, check_positive, field, run_settings
 from gzone.engine.study import batched
 from gzone.studies.icml._common import outside
 
@@ -95,7 +95,7 @@ def measure(ctx, chunk):
         grids[kind] = training.train_grid(
             fn, params, setup.x, setup.y, lr=lrs, steps=config.steps, log_every=config.log_every,
             x_test=setup.x_test, y_test=setup.y_test, sharpness=False, chunk_size=config.chunk_size,
-            checkpoint_dir=ctx.checkpoint(kind), on_log=ctx.log_writer(labels, fields))
+            **run_settings(config), checkpoint_dir=ctx.checkpoint(kind), on_log=ctx.log_writer(labels, fields))
     net, lin = grids["network"], grids["linearized"]
     records = []
     for j, (p, lr) in enumerate(zip(chunk, lrs)):

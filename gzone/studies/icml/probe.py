@@ -22,7 +22,7 @@ import numpy as np
 from gzone import models, probes, training
 from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from gzone.engine.config import check_alphas, check_positive, field
+from gzone.engine.config import check_alphas, check_positive, field, run_settings
 from gzone.engine.study import batched
 from gzone.studies.icml._common import outside
 
@@ -86,7 +86,7 @@ def measure(ctx, chunk):
         setup.model.apply, outside.stack([models.scale(thetas[p["seed"]], p["alpha"]) for p in chunk]),
         setup.x, setup.y, lr=lrs, steps=config.steps, log_every=config.log_every,
         x_test=setup.x_test, y_test=setup.y_test, sharpness=False, chunk_size=config.chunk_size,
-        checkpoint_dir=ctx.checkpoint(),
+        **run_settings(config), checkpoint_dir=ctx.checkpoint(),
         on_log=ctx.log_writer([{k: v for k, v in p.items() if k != "features"} for p in chunk],
                               outside.LOG_FIELDS))
     records = []

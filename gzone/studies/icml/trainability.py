@@ -11,7 +11,7 @@ Sec. 5 puts LeNet-5's edge of trainability (α = 1.8), which the log grid (1, th
     gzone run icml/trainability
     gzone run icml/trainability --labels random-per-step
     gzone run icml/trainability --preset cpu --data-dir ../shared/data
-    gzone run icml/trainability --preset paper --coordinator host0:1234 --num-processes 4 --process-id 0
+    gzone run icml/trainability --preset paper --num-processes 4 --process-id 0   (one per GPU/host)
 """
 
 from __future__ import annotations

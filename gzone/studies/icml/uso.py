@@ -24,7 +24,7 @@ import numpy as np
 from gzone import models, training
 from gzone.engine import ICML, Claim, ConfigError, Finding, Study
 from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from gzone.engine.config import check_alphas, check_positive, field
+from gzone.engine.config import check_alphas, check_positive, field, run_settings
 from gzone.engine.study import batched
 from gzone.studies.icml._common import outside
 
@@ -96,7 +96,7 @@ def measure(ctx, chunk):
     grid = training.train_grid(
         setup.model.apply, outside.stack(starts), setup.x, setup.y, lr=lrs, steps=config.steps,
         log_every=config.log_every, x_test=setup.x_test, y_test=setup.y_test, uso=uso,
-        sharpness=False, chunk_size=config.chunk_size, checkpoint_dir=ctx.checkpoint(),
+        sharpness=False, chunk_size=config.chunk_size, **run_settings(config), checkpoint_dir=ctx.checkpoint(),
         on_log=ctx.log_writer(chunk, outside.LOG_FIELDS))
     yield [run_record(p, lr, {f: grid.history[f][j] for f in training.HISTORY_FIELDS},
                       int(grid.diverged_at[j]), config.uniform_tol)

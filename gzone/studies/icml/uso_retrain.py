@@ -28,7 +28,7 @@ from jax.flatten_util import ravel_pytree
 from gzone import curvature, metrics, training
 from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from gzone.engine.config import check_at_least, check_positive, field
+from gzone.engine.config import check_at_least, check_positive, field, run_settings
 from gzone.engine.study import point_key
 from gzone.engine.summary import spearman
 from gzone.studies.icml._common import outside
@@ -87,7 +87,8 @@ def uso_horizon(config: Config, setup: Any, theta0: Any) -> int:
     finite."""
     res = training.train(setup.model.apply, theta0, setup.x, setup.y, lr=config.uso_lr0,
                          steps=config.steps, log_every=config.log_every, uso=True, sharpness=False,
-                         chunk_size=config.chunk_size)
+                         chunk_size=config.chunk_size,
+                         matmul_precision=config.matmul_precision)
     return int(res.history["step"][-1])
 
 
@@ -107,7 +108,8 @@ def uso_path(config: Config, setup: Any, theta0: Any, path_file: Any,
         if t > done:
             theta = training.train(setup.model.apply, theta, setup.x, setup.y, lr=config.uso_lr0,
                                    steps=t - done, log_every=min(config.log_every, t - done),
-                                   uso=True, sharpness=False, chunk_size=config.chunk_size).params
+                                   uso=True, sharpness=False, chunk_size=config.chunk_size,
+                                   matmul_precision=config.matmul_precision).params
             done = t
         rows.append(np.asarray(ravel_pytree(theta)[0]))
         advance(1)
@@ -162,7 +164,7 @@ def measure(ctx, chunk):
         lr=[config.retrain_lr0] * len(todo), steps=config.retrain_steps,
         log_every=retrain_log_every(config), x_test=setup.x_test, y_test=setup.y_test,
         sharpness=False, batch_size=config.batch_size, chunk_size=config.chunk_size,
-        checkpoint_dir=ctx.checkpoint("retrain"),
+        **run_settings(config), checkpoint_dir=ctx.checkpoint("retrain"),
         on_log=lambda step, row, ok: ctx.advance(int(np.sum(ok))))
     records = []
     for i, j in enumerate(todo):

@@ -35,6 +35,7 @@ from gzone.engine.config import (
     check_range,
     check_train_test,
     field,
+    run_settings,
 )
 from gzone.engine.study import Context, Point, batched
 from gzone.engine.summary import number
@@ -214,7 +215,7 @@ def measure(ctx: Context, chunk: list[Point]):
         log_every=config.log_every, x_test=setup.x_test, y_test=setup.y_test,
         optimizer=config.optimizer, labels=labels, sharpness=sharpness,
         key=engine_setup.stream_key(0, "training-labels"), chunk_size=config.chunk_size,
-        devices=ctx.devices, checkpoint_dir=ctx.checkpoint(),
+        devices=ctx.devices, **run_settings(config), checkpoint_dir=ctx.checkpoint(),
         on_log=ctx.log_writer(chunk, logged, lambda j: {**fields, "lr": lrs[j], **unmeasured}))
     yield [{**run_record(setup.num_classes, p, lrs[j], {
         f: grid.history[f][j] for f in training.HISTORY_FIELDS}, int(grid.diverged_at[j]))}
