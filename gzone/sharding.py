@@ -64,6 +64,36 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
+class Placement:
+    """Where a vmapped chunk of independent points lives: a 1-D mesh of ``devices`` (default:
+    this process's), the points' leading axis padded to a multiple of its width and sharded over
+    it, shared operands (the data) replicated — plain device arrays on one device. The one helper
+    every vmapped study uses (training batches, Fig. 6's initialisations ...); :meth:`trim`
+    drops the padding from results."""
+
+    def __init__(self, devices: Sequence[Any] | None = None) -> None:
+        self.mesh = points_mesh(devices)
+        self.width = int(self.mesh.devices.size)
+
+    def points(self, tree: Any) -> Any:
+        """``tree``'s leading axis padded to a multiple of the width and sharded over the mesh."""
+        padded = pad_points(jax.device_get(tree), self.width)[0]
+        return shard_points(padded, self.mesh) if self.width > 1 else jax.device_put(padded)
+
+    def shared(self, tree: Any) -> Any:
+        """``tree`` on every device (unchanged on one)."""
+        return replicate(tree, self.mesh) if self.width > 1 and tree is not None else tree
+
+    @staticmethod
+    def trim(tree: Any, num: int) -> Any:
+        """The first ``num`` points of every leaf, on the host (the padding dropped)."""
+        return jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(tree))
+
+    def per_device(self, num: int) -> int:
+        """How many of ``num`` points each device holds."""
+        return -(-num // self.width)
+
+
 def process_points(num_points: int, index: int | None = None, count: int | None = None) -> np.ndarray:
     """The indices of the points of a grid of ``num_points`` that process ``index`` of ``count``
     runs (default: ``jax.process_index()`` of ``jax.process_count()``): ``index, index + count,

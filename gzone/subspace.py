@@ -51,11 +51,12 @@ def sparse_basis(key: jax.Array, num_params: int, dim: int, dtype: Any = jnp.flo
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _sparse_basis(key: jax.Array, num_params: int, dim: int, dtype: Any) -> jax.Array:
     key_mask, key_sign, key_fallback = jax.random.split(key, 3)
-    mask = jax.random.bernoulli(key_mask, 1.0 / num_params**0.5, (num_params, dim))
+    # float32 probabilities: the same draws whether or not JAX runs in 64-bit mode
+    mask = jax.random.bernoulli(key_mask, jnp.float32(1.0 / num_params**0.5), (num_params, dim))
     # a column left empty (probability ≈ exp(−√P)) gets one random entry instead
     fallback = jax.nn.one_hot(jax.random.randint(key_fallback, (dim,), 0, num_params), num_params).T
     mask = jnp.where(mask.any(axis=0, keepdims=True), mask, fallback > 0)
-    signs = jnp.where(jax.random.bernoulli(key_sign, 0.5, (num_params, dim)), 1.0, -1.0)
+    signs = jnp.where(jax.random.bernoulli(key_sign, jnp.float32(0.5), (num_params, dim)), 1.0, -1.0)
     columns = (mask * signs).astype(dtype)
     return columns / jnp.linalg.norm(columns, axis=0, keepdims=True)
 

@@ -42,6 +42,16 @@ def _xla_knows(flags: str) -> bool:
                           env=env, capture_output=True, timeout=300).returncode == 0
 
 
+# GPU hosts (`pytest -n auto` there): every xdist worker allocates device memory as it needs it,
+# instead of preallocating 75 % of the GPU each (the second worker would run out), and XLA:GPU
+# runs its reductions deterministically (no atomics), so the exactness tests — a resumed or
+# sharded run against an uninterrupted one, to 1e-10 in float64 — compare like with like. Both
+# are no-ops on a CPU. gzone's own numerics are full float32 on every backend (gzone.precision),
+# so the suite's float32 tolerances hold on a GPU too (TF32 is never used unless a test asks).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_gpu_deterministic_ops=true".strip()
+
 _flags = os.environ.get("XLA_FLAGS", "")
 if os.environ.get("GZONE_TEST_FULL_OPT") != "1" and not any(f in _flags for f in FAST_COMPILE):
     _fast = " ".join(f"--{f}={v}" for f, (v, _) in FAST_COMPILE.items())

@@ -5,12 +5,15 @@ configuration and of another study, the summary rows, the figure."""
 
 import dataclasses
 import json
+import math
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gzone import engine, results, studies
@@ -167,3 +170,101 @@ def test_summary_rows_and_figure(name, tiny, tmp_path):
     empty = run.study.figure([], title=name)  # no records: blank panels, no error
     for fig in empty if isinstance(empty, list) else [empty]:
         plt.close(fig)
+
+
+#: the studies whose tiny presets the default suite runs as 2 processes x 2 devices (a curvature
+#: sweep, a random-model study, a Fort & Scherlis curvature study, two training grids and a
+#: vmapped-initialisations study); GZONE_SLICE_STUDIES=all runs every study (about 4 minutes on 2
+#: cores), or name them: GZONE_SLICE_STUDIES=icml/uso,fort/radius
+SLICED = ("icml/curves", "icml/gterm-prediction", "fort/loss-radius", "fort/radius-drift",
+          "icml/many-inits")
+
+
+def _sliced_names() -> list[str]:
+    chosen = os.environ.get("GZONE_SLICE_STUDIES", "")
+    if chosen == "all":
+        return NAMES
+    return chosen.split(",") if chosen else list(SLICED)
+
+
+def _measured(value) -> bool:
+    """A float, or a list holding one (a spectrum): a measured value, not part of a record's key."""
+    if isinstance(value, (list, tuple)):
+        return any(_measured(v) for v in value)
+    return isinstance(value, float)
+
+
+def _split(record: dict) -> tuple[str, dict]:
+    """(its other fields as a key, its measured fields)."""
+    key = json.dumps({k: v for k, v in record.items() if not _measured(v)}, sort_keys=True)
+    return key, {k: v for k, v in record.items() if _measured(v)}
+
+
+def _grouped(records: list[dict]) -> dict[str, list[dict]]:
+    """Records' measured fields grouped by their other fields."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        key, numbers = _split(r)
+        groups.setdefault(key, []).append(numbers)
+    return groups
+
+
+def _distance(a: dict, b: dict) -> float:
+    """The largest relative difference of two records' float fields (lists: their first entry)."""
+    def first(v):
+        return v[0] if isinstance(v, (list, tuple)) and v else v
+
+    gaps = [abs(first(a[f]) - first(b[f])) / max(abs(first(a[f])), abs(first(b[f])), 1e-12)
+            for f in a if isinstance(first(a.get(f)), float) and isinstance(first(b.get(f)), float)
+            and math.isfinite(first(a[f])) and math.isfinite(first(b[f]))]
+    return max(gaps, default=0.0)
+
+
+def _pairs(want: list[dict], got: list[dict]) -> list[tuple[dict, dict]]:
+    """Each wanted record with the nearest remaining one of ``got`` (:func:`_distance`)."""
+    left, pairs = list(got), []
+    for a in want:
+        b = min(left, key=lambda r: _distance(a, r))
+        left.remove(b)
+        pairs.append((a, b))
+    return pairs
+
+
+@pytest.mark.slow
+def test_every_study_split_over_two_processes_of_two_devices_gives_the_single_run(tiny, tmp_path):
+    """Each process runs its slice of each study (``gzone reproduce --process-id I
+    --num-processes 2``) on 2 forced host devices, both at once, nothing shared: together they
+    write exactly the records of the single-process tiny run — nothing lost or repeated — with
+    the same values (1e-4), except the logged trajectories of training runs, where batches of
+    another composition change float32 rounding that chaotic runs (α = 10) amplify: those must
+    match in their keys and their first log's loss."""
+    names = _sliced_names()
+    devices = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+    env = {**os.environ, "XLA_FLAGS": devices, "JAX_PLATFORMS": "cpu"}
+    logs = [open(tmp_path / f"log{i}", "w") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "gzone", "reproduce", "--scale", "tiny",
+                               "--out", str(tmp_path / "out"), "--only", ",".join(names),
+                               "--no-progress", "--process-id", str(i), "--num-processes", "2"],
+                              env=env, cwd=ROOT, stdout=logs[i], stderr=subprocess.STDOUT)
+             for i in range(2)]
+    for i, proc in enumerate(procs):
+        assert proc.wait(timeout=1200) == 0, (tmp_path / f"log{i}").read_text()[-3000:]
+        logs[i].close()
+    for name in names:
+        run = tiny(name)
+        out = tmp_path / "out" / "runs" / run.out.relative_to(run.out.parents[2])
+        assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name.startswith("process")) \
+            == ["process-0-of-2", "process-1-of-2"], name
+        want, got = _grouped(run.records), _grouped(engine.load(out))
+        assert {k: len(v) for k, v in want.items()} == {k: len(v) for k, v in got.items()}, \
+            f"{name}: records lost or repeated"
+        for key, rows in want.items():
+            log = json.loads(key)["kind"] == "log"
+            if log and json.loads(key).get("step") != 0:
+                continue
+            for a, b in _pairs(rows, got[key]):
+                for f in (("loss",) if log else a):
+                    want_f = np.asarray(a[f], float) if a.get(f) is not None else np.nan
+                    got_f = np.asarray(b[f], float) if b.get(f) is not None else np.nan
+                    np.testing.assert_allclose(got_f, want_f, rtol=1e-4, atol=1e-6,
+                                               err_msg=f"{name} {key} {f}")

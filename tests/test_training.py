@@ -278,3 +278,62 @@ def test_batched_sharpness_equals_the_per_point_estimates(dtype, rtol):
             assert int(matvecs[i]) == ref[3]
             steps.append(ref[3])
         assert len(set(steps)) > 1  # the points stop at different steps: the freezing is exercised
+
+
+def test_chunked_gradients_are_exact_and_the_scan_bounds_memory():
+    """The full-batch gradient accumulated chunk by chunk (a scan, or a loop) equals one autodiff
+    pass over the whole batch; compiled, the scan over 4 chunks holds less than half the
+    temporaries of the unchunked pass (XLA's own memory analysis of the programs)."""
+    from gzone.training import step
+
+    model, params, x, y = tiny_problem("mlp", n=40)
+    whole = curvature.prepare_batches(model.apply, params, x, y, 40)
+    chunked = curvature.prepare_batches(model.apply, params, x, y, 10)
+    want = jax.value_and_grad(lambda p: step.full_batch_loss(model.apply, p, whole, 1.0))(params)
+    for scan in (True, False):
+        got = step.full_batch_value_and_grad(model.apply, params, chunked, 1.0, scan=scan)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-13)
+        np.testing.assert_allclose(ravel_pytree(got[1])[0], ravel_pytree(want[1])[0], rtol=1e-12,
+                                   atol=1e-15)
+    wide = models.MLP(widths=(256, 256))
+    p32 = models.init(wide, jax.random.key(0), (32,), dtype=jnp.float32)
+    xs, ys = jnp.zeros((4096, 32), jnp.float32), jnp.zeros((4096,), jnp.int32)
+
+    def temporaries(chunk, scan):
+        b = curvature.prepare_batches(wide.apply, p32, xs, ys, chunk)
+        fn = jax.jit(lambda p, b: step.full_batch_value_and_grad(wide.apply, p, b, 1.0, scan=scan))
+        return fn.lower(p32, b).compile().memory_analysis().temp_size_in_bytes
+
+    unchunked, scanned = temporaries(4096, True), temporaries(1024, True)
+    assert scanned < 0.5 * unchunked, (scanned, unchunked)
+
+
+def test_memory_budgets_follow_the_device_and_size_the_batches():
+    class Device:
+        platform = "gpu"
+
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    gib = 1024**3
+    assert curvature.device_memory_budget(Device({"bytes_limit": 80 * gib, "bytes_in_use": 10 * gib})) \
+        == int(curvature.DEVICE_MEMORY_SHARE * 70 * gib)
+    assert curvature.device_memory_budget(Device({})) == curvature.DEFAULT_MEMORY_BUDGET
+    assert curvature.device_memory_budget(jax.devices("cpu")[0]) == curvature.DEFAULT_MEMORY_BUDGET
+    model, params, x, _ = tiny_problem("mlp", dtype=jnp.float32, n=40)
+    from gzone.training.loop import grid_layout, point_bytes
+
+    each = point_bytes(params, "adam", True, 20)
+    assert each == curvature.num_params(params) * 4 * (4 + 2 + 23)
+    kw = {"optimizer": "adam", "sharpness": True, "sharpness_iters": 20, "chunk_size": None}
+    assert grid_layout(model.apply, params, x, 100, batch_size=None, budget=2 * 10 * each, **kw)[0] == 10
+    assert grid_layout(model.apply, params, x, 100, batch_size=None, budget=2 * 10 * each,
+                       devices=4, **kw)[0] == 40  # each device holds its share
+    assert grid_layout(model.apply, params, x, 3, batch_size=None, budget=2 * 10 * each, **kw)[0] == 3
+    assert grid_layout(model.apply, params, x, 100, batch_size=7, budget=64, **kw)[0] == 7
+    small = grid_layout(model.apply, params, x, 100, batch_size=8, budget=2 * 10 * each,
+                        **{**kw, "chunk_size": None})[1]
+    assert 1 <= small < 40  # 8 vmapped runs of 40 samples do not fit that budget in one chunk

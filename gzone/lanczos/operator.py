@@ -167,8 +167,9 @@ def apply(matvec: Matvec | Operator, v: Array, *params: Any) -> Array:
 @partial(jax.jit, static_argnums=(2, 3))
 def _probe32(key: Array, i: int, dim: int, kind: str) -> Array:
     key = jax.random.fold_in(key, i)
-    if kind == "rademacher":
-        return jax.random.rademacher(key, (dim,), jnp.float32)
+    if kind == "rademacher":  # jax.random.rademacher draws in float64 in 64-bit mode (other
+        # signs): a float32 probability gives the same signs in both modes
+        return jnp.where(jax.random.bernoulli(key, jnp.float32(0.5), (dim,)), 1.0, -1.0).astype(jnp.float32)
     return jax.random.normal(key, (dim,), jnp.float32)
 
 

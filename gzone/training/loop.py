@@ -140,8 +140,43 @@ class Data(NamedTuple):
     key_sharpness: jax.Array
 
 
+#: vectors of P numbers a run holds besides its activations: parameters, θ0, gradient, update
+#: (plus the optimizer's slots and, with sharpness, the Lanczos basis)
+_STATE_VECTORS = 4
+
+
+def point_bytes(params: Any, optimizer: str, sharpness: bool, sharpness_iters: int) -> int:
+    """Device bytes one run of a batch holds besides the activations of its data chunk: its
+    parameters, θ0, gradient and update, Adam's two moments, and (with sharpness) the Lanczos
+    basis of ``sharpness_iters + 1`` vectors and the warm-start vector."""
+    size = curvature.num_params(params) * jnp.dtype(curvature.params_dtype(params)).itemsize
+    vectors = _STATE_VECTORS + (2 if optimizer == "adam" else 0)
+    vectors += (sharpness_iters + 3) if sharpness else 0
+    return size * vectors
+
+
+def grid_layout(apply_fn: Callable, params: Any, x: jax.Array, num_points: int, *,
+                optimizer: str, sharpness: bool, sharpness_iters: int, batch_size: int | None,
+                chunk_size: int | None, devices: int = 1, budget: int | None = None
+                ) -> tuple[int, int]:
+    """(runs per batch, samples per chunk) of a grid of ``num_points`` runs (``params`` of one):
+    given ones are kept; a missing batch size takes as many runs as half of the memory budget
+    (:func:`gzone.curvature.device_memory_budget`, per device, times ``devices``) holds at
+    :func:`point_bytes` each; a missing chunk size fits the activations of the runs a device
+    vmaps into the other half (:func:`gzone.curvature.auto_chunk_size`)."""
+    budget = curvature.device_memory_budget() if budget is None else budget
+    if batch_size is None:
+        each = point_bytes(params, optimizer, sharpness, sharpness_iters)
+        batch_size = max(1, min(num_points, devices * (budget // 2) // max(each, 1)))
+    if chunk_size is None:
+        width = -(-min(batch_size, num_points) // devices)
+        chunk_size = curvature.auto_chunk_size(apply_fn, params, x, width, budget // 2)
+    return int(batch_size), int(chunk_size)
+
+
 def prepare_data(apply_fn, params, x, y, x_test, y_test, chunk_size, labels, key) -> Data:
-    """The data of a run (or of every run of a grid; ``params`` of one run), laid out once."""
+    """The data of a run (or of every run of a grid; ``params`` of one run), laid out once in
+    chunks of ``chunk_size`` samples."""
     batches = curvature.prepare_batches(apply_fn, params, x, y, chunk_size)
     test = (None if x_test is None else
             curvature.prepare_batches(apply_fn, params, x_test, y_test, chunk_size))
@@ -151,22 +186,6 @@ def prepare_data(apply_fn, params, x, y, x_test, y_test, chunk_size, labels, key
         batches = batches._replace(
             y=jax.random.randint(key_labels, batches.y.shape, 0, k, batches.y.dtype))
     return Data(batches, test, k, key_steps, key_sharp)
-
-
-class _Placement:
-    """A 1-D mesh of ``devices``: a batch's points padded to a multiple of its width and sharded
-    over it, the data replicated (plain device arrays on one device)."""
-
-    def __init__(self, devices: Any) -> None:
-        self.mesh = sharding.points_mesh(devices)
-        self.width = self.mesh.devices.size
-
-    def points(self, tree: Any) -> Any:
-        padded = sharding.pad_points(jax.device_get(tree), self.width)[0]
-        return sharding.shard_points(padded, self.mesh) if self.width > 1 else jax.device_put(padded)
-
-    def shared(self, tree: Any) -> Any:
-        return sharding.replicate(tree, self.mesh) if self.width > 1 and tree is not None else tree
 
 
 class _Batch(NamedTuple):
@@ -180,7 +199,7 @@ class _Sharpness:
     """Each run's last sharpness eigenvector (on the devices, laid out like the points: (G, P),
     or (G, 0) when sharpness is off) and whether it has one: the warm start of its next estimate."""
 
-    def __init__(self, vectors: np.ndarray, warm: np.ndarray, place: _Placement) -> None:
+    def __init__(self, vectors: np.ndarray, warm: np.ndarray, place: sharding.Placement) -> None:
         self.vectors, self.warm = place.points(vectors), place.points(warm)
 
     def host(self, num: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +250,7 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
     num = len(lr)
     dtype = curvature.params_dtype(params0)
     opt = make_optimizer(s.optimizer)
-    place = _Placement(devices)
+    place = sharding.Placement(devices)
     batches, test = place.shared(data.batches), place.shared(data.test)
     p0, temps_dev = place.points(params0), place.points(jnp.asarray(temps, dtype))
     state = jax.vmap(lambda p, r: init_optimizer(s.optimizer, p, r))(params0, jnp.asarray(lr, dtype))
@@ -396,7 +415,10 @@ def train_grid(
     """G runs of :func:`train` at once: ``params`` with a leading axis G (e.g. α·θ0(seed) for each
     (α, lr0, seed) point), ``lr`` (G,) and ``temperature`` scalar or (G,); the same data and
     labels for all. The updates are one program ``jax.vmap``-ped over the points, ``batch_size``
-    points at a time (all by default) to bound memory; a run that diverges is frozen and flagged
+    points at a time to bound memory (default: as many as the device's memory holds, and the
+    data in chunks of ``chunk_size`` samples sized for them: :func:`grid_layout`; each chunk's
+    gradient is accumulated before the next one's forward pass, so the chunks bound the
+    activations held: :func:`gzone.training.step.full_batch_value_and_grad`); a run that diverges is frozen and flagged
     while the others go on. Sharpness (as in :func:`train`) is estimated for all points of a batch
     at once at each log (:mod:`gzone.training.sharpness`: one vmapped Lanczos, each point stopped
     by its own residual). Results equal :func:`train` run point by point (tested).
@@ -419,6 +441,11 @@ def train_grid(
     if driver == "auto":
         driver = auto_driver(apply_fn, point0, x[:1])
     dtype = curvature.params_dtype(params)
+    width = len(jax.local_devices() if devices is None else devices)
+    batch_size, chunk_size = grid_layout(
+        apply_fn, point0, jnp.asarray(x, dtype), num_points, optimizer=optimizer,
+        sharpness=sharpness, sharpness_iters=sharpness_iters, batch_size=batch_size,
+        chunk_size=chunk_size, devices=width)
     data = prepare_data(apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
     temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))
     precision.matmul(matmul_precision)  # a known setting (ValueError otherwise)
@@ -426,7 +453,7 @@ def train_grid(
     settings = Settings(apply_fn, optimizer, labels, bool(uso), driver, steps, log_every,
                         sharpness, sharpness_iters, sharpness_tol, key, matmul_precision,
                         checkpoint_every)
-    size = num_points if batch_size is None else min(batch_size, num_points)
+    size = min(batch_size, num_points)
     outputs = []
     for lo in range(0, num_points, size):
         hi = min(lo + size, num_points)

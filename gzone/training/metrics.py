@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 
 from gzone import curvature, lanczos, metrics, objective
 from gzone.precision import strictly
-from gzone.training.step import full_batch_loss, update_direction
+from gzone.training.step import full_batch_loss, full_batch_value_and_grad, update_direction
 
 #: the metrics of a log, in the order of a run's history
 HISTORY_FIELDS = (
@@ -39,7 +39,7 @@ def log_metrics(apply_fn, params, params0, batches, temperature, uso=False):
         loss = full_batch_loss(apply_fn, params, batches, temperature)
         grad = update_direction(apply_fn, params, batches, temperature, uso=True)
     else:
-        loss, grad = jax.value_and_grad(lambda p: full_batch_loss(apply_fn, p, batches, temperature))(params)
+        loss, grad = full_batch_value_and_grad(apply_fn, params, batches, temperature)
     flat, g, flat0 = ravel_pytree(params)[0], ravel_pytree(grad)[0], ravel_pytree(params0)[0]
     sums = jnp.zeros(2, flat.dtype)
     counts = jnp.zeros(2, jnp.int32)  # correct and all-zero-logit samples, counted exactly

@@ -61,22 +61,54 @@ def full_batch_loss(apply_fn, params, batches: curvature.Batches, temperature, u
     return sum(objective_fn(apply_fn(params, x), y, temperature, w) for x, y, w in zip(*batches))
 
 
+def full_batch_value_and_grad(apply_fn: Callable, params: Any, batches: curvature.Batches,
+                              temperature: float | jax.Array, uso: bool = False,
+                              scan: bool | None = None) -> tuple[jax.Array, Any]:
+    """:func:`full_batch_loss` and its gradient, accumulated chunk by chunk: each chunk's
+    forward and backward pass done before the next begins, so memory is bounded by one chunk's
+    activations whatever N (one autodiff pass over the whole sum keeps every chunk's
+    activations until its backward pass). ``scan``: accumulate in a ``lax.scan`` over the chunks
+    (one chunk's buffers, reused: LeNet-300-100 on 6,000 images in 6 chunks compiles to 6.9 MiB
+    of temporaries against 23 MiB unchunked); False: a Python loop of per-chunk gradients, which
+    XLA may still schedule all at once (37 MiB there) — for convolutions on CPU, which XLA runs
+    slowly inside loops; None: scan unless on CPU."""
+    objective_fn = objective.uniform_softmax_objective if uso else objective.cross_entropy
+
+    def chunk(p, x, y, w):
+        return jax.value_and_grad(lambda q: objective_fn(apply_fn(q, x), y, temperature, w))(p)
+
+    if scan is None:
+        scan = jax.default_backend() != "cpu"
+    if batches.x.shape[0] == 1 or not scan:
+        parts = [chunk(params, x, y, w) for x, y, w in zip(*batches)]
+        return (sum(v for v, _ in parts),
+                jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *[g for _, g in parts]))
+
+    def body(total, data):
+        value, grad = chunk(params, *data)
+        return (total[0] + value, jax.tree_util.tree_map(jnp.add, total[1], grad)), None
+
+    zero = (jnp.zeros((), curvature.params_dtype(params)), jax.tree_util.tree_map(jnp.zeros_like, params))
+    return jax.lax.scan(body, zero, tuple(batches))[0]
+
+
 def update_direction(apply_fn: Callable, params: Any, batches: curvature.Batches,
                      temperature: float | jax.Array = 1.0, *, uso: bool = False) -> Any:
     """The gradient a step follows: of the full-batch cross-entropy (Eq. 3), or with ``uso`` the
     USO update (1/N) Σ_μ Σ_k (1/K − 1{y_μ = k}) ∂z_μk/∂θ / T (App. E) — a pytree like ``params``."""
-    return jax.grad(lambda p: full_batch_loss(apply_fn, p, batches, temperature, uso))(params)
+    return full_batch_value_and_grad(apply_fn, params, batches, temperature, uso)[1]
 
 
 def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
-def _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature, key):
-    """One update; once a loss or update is non-finite the state freezes and the step is kept."""
+def _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature, key, scan):
+    """One update; once a loss or update is non-finite the state freezes and the step is kept.
+    ``scan``: the chunks' gradients accumulated in a ``lax.scan`` (memory of one chunk)."""
     params, opt_state, diverged_at = carry
     batch = batches._replace(y=labels_at(labels, batches.y, key, step, k))
-    loss, grad = jax.value_and_grad(lambda p: full_batch_loss(apply_fn, p, batch, temperature, uso))(params)
+    loss, grad = full_batch_value_and_grad(apply_fn, params, batch, temperature, uso, scan)
     updates, new_state = optimizer.update(grad, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     bad_loss = ~jnp.isfinite(loss) | ~_all_finite(grad)
@@ -92,15 +124,16 @@ def _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature
 
 
 def _steps(apply_fn, optimizer, labels, uso, k, batched, matmul, carry, step, batches,
-           temperature, key):
+           temperature, key, scan=True):
     """One update of one run, or (``batched``) of every run of a grid: ``jax.vmap`` over the
     leading axis of the state and of the temperatures (same data, labels and step); matrix
     products at the ``matmul`` setting (:data:`gzone.precision.MATMUL_PRECISIONS`)."""
     with precision.matmul(matmul):
         if not batched:
-            return _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature, key)
+            return _step(apply_fn, optimizer, labels, uso, k, carry, step, batches, temperature,
+                         key, scan)
         return jax.vmap(lambda c, t: _step(apply_fn, optimizer, labels, uso, k, c, step, batches, t,
-                                           key))(carry, temperature)
+                                           key, scan))(carry, temperature)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7), donate_argnums=(8,))
@@ -118,8 +151,9 @@ def _scan_block(apply_fn, optimizer, labels, uso, k, batched, matmul, num_steps,
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=(7,))
 def _host_step(apply_fn, optimizer, labels, uso, k, batched, matmul, carry, step, batches,
                temperature, key):
+    # the host driver serves convolutions on CPU: no loop over the chunks either
     return _steps(apply_fn, optimizer, labels, uso, k, batched, matmul, carry, step, batches,
-                  temperature, key)
+                  temperature, key, scan=False)
 
 
 def run_block(driver, apply_fn, optimizer, labels, uso, k, batched, matmul, num_steps, carry,

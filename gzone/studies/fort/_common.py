@@ -157,8 +157,10 @@ def flat(params: Any) -> jax.Array:
 
 
 def scaled(params: Any, factor: float) -> Any:
-    """c·θ: the point at ``factor`` times the radius of ``params``."""
-    return jax.tree_util.tree_map(lambda leaf: leaf * factor, params)
+    """c·θ: the point at ``factor`` times the radius of ``params``, in their dtype
+    (:func:`gzone.models.scale`: a NumPy float64 factor would promote float32 parameters to
+    float64 whenever JAX runs in 64-bit mode)."""
+    return models.scale(params, factor)
 
 
 def radius_fields(params0: Any, factor: float) -> dict[str, float]:

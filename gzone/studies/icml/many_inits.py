@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import curvature, metrics, models, objective, subspace
+from gzone import curvature, metrics, models, objective, sharding, subspace
 from gzone.engine import ICML, Claim, Finding, Study
 from gzone.engine import setup as engine_setup
 from gzone.engine.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
@@ -167,21 +167,13 @@ def seed_keys(first: int, count: int) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.arange(first, first + count))
 
 
-def fig6_chunk_size(setup: Setup, config: Config) -> int:
-    """Samples per chunk so that a vmapped chunk of seeds fits the default memory budget."""
+def chunk_size_for(setup: Setup, config: Config, devices: int = 1) -> int:
+    """Samples per chunk so that the seeds one device vmaps (a chunk of seeds shared over
+    ``devices``) fit the device's memory budget (:func:`gzone.curvature.device_memory_budget`)."""
     params = jax.eval_shape(lambda: models.init(setup.model, jax.random.key(0), setup.input_shape,
                                                 dtype=setup.dtype))
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), params)
-    tangents = config.dim * config.seeds_per_chunk
-    return sample_chunk_size(setup.model.apply, zeros, setup.x, tangents, config.chunk_size)
-
-
-def chunk_size_for(setup: Setup, config: Config) -> int:
-    """Samples per chunk so that a vmapped chunk of seeds fits the default memory budget."""
-    params = jax.eval_shape(lambda: models.init(setup.model, jax.random.key(0), setup.input_shape,
-                                                dtype=setup.dtype))
-    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), params)
-    tangents = config.dim * config.seeds_per_chunk
+    tangents = config.dim * -(-config.seeds_per_chunk // devices)
     return sample_chunk_size(setup.model.apply, zeros, setup.x, tangents, config.chunk_size)
 
 
@@ -199,14 +191,18 @@ def points(config: Config, setup: Setup) -> list[dict[str, Any]]:
 
 def measure(ctx, chunk):
     """One vmapped chunk: always a full chunk of seeds (one compiled shape), starting at a
-    multiple of ``seeds_per_chunk``; seeds already recorded or past ``n_inits`` are dropped."""
+    multiple of ``seeds_per_chunk``, sharded over the local devices (:class:`gzone.sharding.
+    Placement`); seeds already recorded or past ``n_inits`` are dropped."""
     config, setup = ctx.config, ctx.setup
+    place = ctx.cached("placement", lambda: sharding.Placement(ctx.devices))
     stats = ctx.cached("statistics", lambda: batched_statistics(setup, dataclasses.replace(
-        config, chunk_size=chunk_size_for(setup, config))))
+        config, chunk_size=chunk_size_for(setup, config, place.width))))
     per = config.seeds_per_chunk
     start = chunk[0]["seed"] // per * per
     wanted = {p["seed"] for p in chunk}
-    out = jax.device_get(stats(seed_keys(start, per), setup.x, setup.y))
+    keys = place.points(jax.random.key_data(seed_keys(start, per)))
+    out = place.trim(stats(jax.random.wrap_key_data(keys), place.shared(setup.x),
+                           place.shared(setup.y)), per)
     yield [{"kind": "init", "seed": start + i, "n_samples": len(setup.x), "dim": config.dim,
             **{f: float(out[f][i]) for f in FIELDS}} for i in range(per) if start + i in wanted]
 
