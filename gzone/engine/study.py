@@ -133,16 +133,19 @@ def one_each(config: Any, points: list[Point]) -> list[list[Point]]:
     return [[p] for p in points]
 
 
-def batched(size: Callable[[Any], int], *, group: Callable[[Any, Point], Any] | None = None,
+def batched(size: Callable[[Any], int | None], *,
+            group: Callable[[Any, Point], Any] | None = None,
             kinds: Sequence[str] | None = None) -> Callable[[Any, list[Point]], list[list[Point]]]:
     """Chunks of consecutive points with the same ``group(config, point)`` (default: the same kind), at
-    most ``size(config)`` each; points of a kind not in ``kinds`` (when given) stay alone. The
-    shape of the training studies: a batch of runs is one vmapped program."""
+    most ``size(config)`` each (None: no limit — the measure sizes its batches from the device's
+    memory, e.g. :func:`gzone.training.train_grid` with ``batch_size=None``); points of a kind not
+    in ``kinds`` (when given) stay alone. The shape of the training studies: a batch of runs is
+    one vmapped program."""
     group = group or (lambda config, p: p.get("kind"))
 
     def chunks(config: Any, points: list[Point]) -> list[list[Point]]:
         out: list[list[Point]] = []
-        limit = size(config)
+        limit = size(config) or len(points)
         for p in points:
             alone = kinds is not None and p.get("kind") not in kinds
             last = out[-1] if out else None

@@ -183,7 +183,7 @@ class TrainingConfig(NetworkConfig, RunSettings):
     train_lr: float = field(1e-3, "Adam learning rate (full batch)")
     train_steps: int = field(300, "full-space Adam steps per run")
     train_log_every: int = field(2, "steps between logs")
-    batch_size: int = field(16, "runs vmapped together (memory bound)")
+    batch_size: int | None = field(16, "runs vmapped together (none: as many as the device's memory holds)")
 
 
 #: the fields a training run logs

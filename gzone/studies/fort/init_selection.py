@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "cpu": {**common.MNIST, "n_samples": 2000, "n_test": 1000, "inits": 32, "train_steps": 300},
     "paper": {**common.MNIST, "n_samples": None, "n_test": None, "inits": 200,
-              "train_steps": 1000, "train_log_every": 5},
+              "train_steps": 1000, "train_log_every": 5, "batch_size": None},
     "mnist": {**common.MNIST, "n_samples": None, "n_test": None, "inits": 200,
               "train_steps": 1000, "train_log_every": 5},
 }

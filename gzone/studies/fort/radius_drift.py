@@ -47,7 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "cpu": {**common.MNIST, "n_samples": 2000, "n_test": 1000, "seeds": 2},
     "paper": {**common.MNIST, "n_samples": None, "n_test": None, "train_steps": 3000,
-              "train_log_every": 10},
+              "train_log_every": 10, "batch_size": None},
     "mnist": {**common.MNIST, "n_samples": None, "n_test": None, "train_steps": 3000,
               "train_log_every": 10},
 }

@@ -35,7 +35,7 @@ class Config(grid.GridConfig):
 
 
 _PAPER = {**LENET300_FASHION, "n_train": None, "n_test": None, "num_lr0": 10, "lr0_min": 0.001,
-          "lr0_max": 3.0, "steps": 20000, "log_every": 100, "batch_size": 16,
+          "lr0_max": 3.0, "steps": 20000, "log_every": 100, "batch_size": None,
           "curve_alphas": (0.01, 1.0, 1000.0)}
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"widths": (32, 16), "n_train": 200, "n_test": 100, "zone_dim": 10, "num_lr0": 2, "lr0_min": 0.03,

@@ -32,7 +32,7 @@ class Config(grid.GridConfig):
     sharpness: bool = field(False, "log the top Hessian eigenvalue (warm-started Lanczos) at every log")
     zone_samples: int | None = field(1000, "training samples of the zone's ||G||_2, ||H-term||_2 "
                                            "at init (none: all)")
-    batch_size: int = field(16, "runs vmapped together (memory bound)")
+    batch_size: int | None = field(16, "runs vmapped together (none: as many as the device's memory holds)")
     labels_alphas: tuple[float, ...] = field((1.0, 10.0), "alphas of the runs")
     lr0: float = field(0.1, "base learning rate lr0 (lr = lr0 * alpha^(2-L))")
     label_kinds: tuple[str, ...] = field(training.LABELS, "kinds of labels, each one of "
@@ -49,7 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "cpu": {**LENET5_CIFAR10, "n_train": 1000, "n_test": 500, "steps": 500, "log_every": 25,
             "labels_alphas": (1.0, 2.0)},
-    "paper": _LENET5,
+    "paper": {**_LENET5, "batch_size": None},  # batches from the device's memory
     "lenet5-cifar10": _LENET5,
     "lenet300-fashion": {**LENET300_FASHION, "n_train": None, "n_test": None, "steps": 20000,
                          "log_every": 100, "labels_alphas": (1.0, 10.0), "batch_size": 8},

@@ -61,14 +61,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {**LENET300_FASHION, "n_train": 1000, "n_test": 1000, "num_alphas": 7,
             "alpha_min": 0.01, "alpha_max": 100.0, "num_lr0": 5, "lr0_min": 0.003, "lr0_max": 1.0,
             "steps": 1000, "log_every": 100, "zone_samples": 1000},
-    "paper": {**LENET300_FASHION, **_PAPER, "batch_size": 16},
+    "paper": {**LENET300_FASHION, **_PAPER, "batch_size": None},  # batches from memory
     "fashion-cpu": {**LENET300_FASHION, "n_train": 1000, "n_test": 1000, "num_alphas": 7,
                     "alpha_min": 0.01, "alpha_max": 100.0, "num_lr0": 5, "lr0_min": 0.003,
                     "lr0_max": 1.0, "steps": 1000, "log_every": 100, "zone_samples": 1000},
-    "lenet300-fashion": {**LENET300_FASHION, **_PAPER, "batch_size": 16},
+    "lenet300-fashion": {**LENET300_FASHION, **_PAPER, "batch_size": None},
     # Sec. 5: LeNet-5 is untrainable for alpha > 1.8; the log grid's alphas next to 1 are 1 and
     # 2.15, so alphas in between locate that edge (resolution added, not a tuned grid)
-    "lenet5-cifar10": {**LENET5_CIFAR10, **_PAPER, "batch_size": 8,
+    "lenet5-cifar10": {**LENET5_CIFAR10, **_PAPER, "batch_size": None,
                        "extra_alphas": (1.2, 1.4, 1.6, 1.8, 2.0)},
     # the same edge at CPU cost (`gzone reproduce --scale cpu` runs it beside `cpu`): 500 CIFAR-10
     # images, alpha 0.5 ... 2.2 around the edge, 400 full-batch steps

@@ -58,7 +58,7 @@ class GridConfig(TrainTestConfig):
     sharpness: bool = field(True, "log the top Hessian eigenvalue (warm-started Lanczos) at every log")
     zone_samples: int | None = field(2000, "training samples of the zone's ||G||_2, ||H-term||_2 "
                                            "at init (none: all)")
-    batch_size: int = field(64, "runs vmapped together (memory bound)")
+    batch_size: int | None = field(64, "runs vmapped together (none: as many as the device's memory holds)")
     zone_dim: int = field(50, "d of the zone's projected measurement, as the paper's Fig. 2 "
                               "(d = 50, an orthonormal basis per seed); 0: full space only")
 

@@ -33,7 +33,7 @@ class RunConfig(TrainTestConfig):
     steps: int = field(1000, "full-batch GD steps of every trained network")
     log_every: int = field(25, "steps between logs")
     seeds: int = field(1, "seeds (initialisations)")
-    batch_size: int = field(16, "runs vmapped together (memory bound)")
+    batch_size: int | None = field(16, "runs vmapped together (none: as many as the device's memory holds)")
 
 
 #: the presets every App. E study starts from: tiny (a 32-16 MLP on 200 digits, 40 steps), cpu
@@ -42,7 +42,7 @@ TINY = {"widths": (32, 16), "n_train": 200, "n_test": 100, "steps": 40, "log_eve
         "batch_size": 4}
 CPU = {**LENET300_FASHION, "n_train": 2000, "n_test": 1000, "steps": 2000, "log_every": 50}
 PAPER = {**LENET300_FASHION, "n_train": None, "n_test": None, "steps": 20000, "log_every": 100,
-         "batch_size": 8}
+         "batch_size": None}  # batches from the device's memory
 
 
 def validate_runs(config: Any) -> None:
