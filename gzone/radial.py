@@ -24,10 +24,11 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+
+from gzone import models
 
 
 def radius(params: Any) -> float:
@@ -43,8 +44,7 @@ def at_radius(params: Any, target: float) -> Any:
     current = radius(params)
     if current == 0:
         raise ValueError("params are all zero: a zero vector has no direction to scale along")
-    factor = float(target) / current
-    return jax.tree_util.tree_map(lambda leaf: leaf * factor, params)
+    return models.scale(params, float(target) / current)
 
 
 def _grid(radii: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -176,7 +176,7 @@ def _full_records(config: Any, mode: str, setup: Any, batches: curvature.Batches
     """The three ``full`` records (``space: "full"``, ``dim = P``, basis ``identity``) of the
     point's (α, T, seed)."""
     alpha, temperature, seed = point["alpha"], point["temperature"], point["seed"]
-    scaled = jax.tree_util.tree_map(lambda leaf: leaf * alpha, params)
+    scaled = models.scale(params, alpha)  # in the parameters' dtype (a NumPy α would promote)
     terms = fullspace.full_space_curvature(
         setup.model.apply, scaled, batches, None, temperature,
         key=engine_setup.stream_key(seed, "full-space"), terms=TERMS, num_probes=config.probes,
