@@ -963,6 +963,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny shapes on any backend (tests)")
     parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU")
     parser.add_argument("--skip", choices=SECTIONS, action="append", default=[])
+    parser.add_argument("--case", choices=[c.name for c in CASES], action="append", default=[],
+                        help="measure the costs of this case only (repeatable; default: all)")
     parser.add_argument("--budget-s", type=float, default=450.0,
                         help="start no section (or case) once this many seconds are spent")
     parser.add_argument("--max-n", action="append",
@@ -1036,6 +1038,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def costs() -> dict[str, Any]:
         measured: dict[str, Any] = {}
         for case in CASES:
+            if args.case and case.name not in args.case:
+                continue
             if now() - start > args.budget_s:
                 report["notes"].append(f"costs of {case.name}: skipped (budget spent)")
                 continue

@@ -33,8 +33,11 @@ def positive(value) -> bool:
 
 @pytest.mark.slow
 def test_quick_run_writes_every_section(tmp_path):
+    """One cost case (LeNet-300-100; the others are the same code on other models, and the full
+    check on this CPU measured them: benchmarks/README.md) and every section."""
     out = tmp_path / "check"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--case", "lenet300-fashion",
+                           "--out", str(out)],
                           cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -54,7 +57,7 @@ def test_quick_run_writes_every_section(tmp_path):
         assert precision["identical"]
 
     costs = report["costs"]
-    assert set(costs) == {"lenet300-fashion", "lenet5-cifar10", "fort-mlp-mnist"}
+    assert set(costs) == {"lenet300-fashion"}
     for c in costs.values():
         assert positive(c["U"]["s"]) and positive(c["gd"]["step_s"]) and c["gd"]["diverged_at"] is None
         assert positive(c["proj"]["s"]) and positive(c["hvp"]["s"]) and positive(c["lanczos"]["step_s"])
@@ -64,10 +67,14 @@ def test_quick_run_writes_every_section(tmp_path):
 
     hours = report["hours"]
     assert {r["study"] for r in hours} >= {"icml/trainability", "icml/many-inits", "fort/radius"}
+    fig8 = next(r for r in hours if r["study"] == "icml/trainability")
     for r in hours:
         assert r["counted"], r["study"]
+        if "not measured" in r.get("note", ""):  # a model whose costs this run did not measure
+            continue
         assert positive(r["hours"]) and positive(r["flops"]) and positive(r["bytes"]), r["study"]
         assert all(positive(h) for h in r["roofline_hours"].values()), r["study"]
+    assert "not measured" not in fig8.get("note", "") and positive(fig8["hours"])
 
     runs = report["runs"]
     for name in ("trainability", "many-inits"):

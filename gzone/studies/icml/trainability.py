@@ -7,11 +7,12 @@ initialisation (inadmissible above 2), with the zone's α columns (‖G‖₂ > 
 initialisation) outlined; and the zero-logit fraction against the step (Fig. 12 right's panel).
 ``extra_alphas`` adds α to the log grid: the ``lenet5-cifar10`` preset adds 1.2 … 2.0, where
 Sec. 5 puts LeNet-5's edge of trainability (α = 1.8), which the log grid (1, then 2.15) misses.
+The last command is one of 4 processes (one per GPU or host), each running its slice.
 
     gzone run icml/trainability
     gzone run icml/trainability --labels random-per-step
     gzone run icml/trainability --preset cpu --data-dir ../shared/data
-    gzone run icml/trainability --preset paper --num-processes 4 --process-id 0   (one per GPU/host)
+    gzone run icml/trainability --preset paper --num-processes 4 --process-id 0
 """
 
 from __future__ import annotations
