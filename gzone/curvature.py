@@ -38,7 +38,7 @@ import numpy as np
 from jax.extend.core import Var
 from jax.flatten_util import ravel_pytree
 
-from gzone import lanczos, objective, subspace
+from gzone import lanczos, objective, precision, subspace
 from gzone.memory import (  # noqa: F401  (gzone.curvature's names since before gzone.memory)
     DEFAULT_MEMORY_BUDGET,
     DEVICE_MEMORY_SHARE,
@@ -292,7 +292,7 @@ def projected_chunk(apply_fn, params, columns, x, y, w, temperature, input_layer
     :func:`_input_layer_projected_chunk`, exact when that layer is a Dense/Conv applied to the
     input; None runs the generic pass, valid for any ``apply_fn``.
     """
-    with jax.default_matmul_precision("highest"):
+    with precision.strict():
         if input_layer is None:
             hterm, jr, logits, grad = _generic_projected_chunk(
                 apply_fn, params, columns, x, y, w, temperature)
@@ -414,7 +414,7 @@ def projected(
 def hessian_vp_chunk(apply_fn, params, v, x, y, w, temperature):
     """One chunk's weighted H v (P,): jvp of the gradient (Eq. 4, both terms)."""
     unravel = ravel_pytree(params)[1]
-    with jax.default_matmul_precision("highest"):
+    with precision.strict():
         grad_fn = jax.grad(lambda p: _weighted_loss(apply_fn, p, x, y, w, temperature))
         return ravel_pytree(jax.jvp(grad_fn, (params,), (unravel(v),))[1])[0]
 
@@ -423,7 +423,7 @@ def hessian_vp_chunk(apply_fn, params, v, x, y, w, temperature):
 def gterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
     """One chunk's weighted G v (P,): linearize → centred M → transpose (Eq. 4's G-term)."""
     unravel = ravel_pytree(params)[1]
-    with jax.default_matmul_precision("highest"):
+    with precision.strict():
         logits, jvp_fn = jax.linearize(lambda p: apply_fn(p, x), params)
         u = jvp_fn(unravel(v))
         p = objective.probs(logits, temperature)
@@ -436,7 +436,7 @@ def gterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
 def hterm_vp_chunk(apply_fn, params, v, x, y, w, temperature):
     """One chunk's weighted H-term v (P,), directly: jvp of Jᵀ stop_gradient(w ∇_z ℓ) (Eq. 4)."""
     unravel = ravel_pytree(params)[1]
-    with jax.default_matmul_precision("highest"):
+    with precision.strict():
         tangent = jax.jvp(
             lambda p: _hterm_gradient_and_logits(apply_fn, p, x, y, w, temperature)[0],
             (params,),

@@ -53,6 +53,7 @@ from gzone import (
     lanczos,
     metrics,
     models,
+    precision,
     random_model,
     results,
     subspace,
@@ -313,8 +314,8 @@ def diagnose(model: Model, x: jax.Array, y: jax.Array, *, key: jax.Array, dim: i
     homogeneous, degree = homogeneity(model, x) if alphas else (None, None)
     common = {**model.describe(x), "seed": [int(v) for v in np.ravel(jax.random.key_data(key))],
               "dtype": str(dtype), "n_samples": int(len(x)), "num_classes": classes, "dim": dim,
-              "matmul_precision": str(jax.config.jax_default_matmul_precision or "default")
-              + " (projected passes: highest)"}
+              "matmul_precision": precision.STRICT,  # every product: gzone.precision
+              "device_kind": jax.local_devices()[0].device_kind}
     points = [(1.0, 1.0)] + [(t, 1.0) for t in temperatures if t != 1.0] \
         + [(1.0, a) for a in alphas if a != 1.0]
     records = []

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gzone import curvature
+from gzone import curvature, precision
 
 
 def sample_chunk_size(apply_fn, params: Any, x: jax.Array, num_tangents: int,
@@ -38,7 +38,7 @@ def sample_chunk_size(apply_fn, params: Any, x: jax.Array, num_tangents: int,
 @functools.partial(jax.jit, static_argnums=0)
 def _tangent_chunk(apply_fn, params, basis, x):
     flat, unravel = ravel_pytree(params)
-    with jax.default_matmul_precision("highest"):
+    with precision.strict():
 
         def column(r):
             return jax.jvp(lambda p: apply_fn(p, x), (params,), (unravel(r),))

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gzone import cli, engine, studies
+from gzone import cli, engine, precision, studies
 from gzone.engine import claims as claims_lib
 
 CLAIMS_FILE = "claims.jsonl"
@@ -86,7 +87,8 @@ def provenance() -> dict[str, Any]:
             "device": devices[0].device_kind, "device_count": len(devices),
             "machine": f"{platform.machine()}, {platform.system()}",
             "x64": bool(jax.config.jax_enable_x64),
-            "default_matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+            "precision": precision.provenance()["precision"],
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
