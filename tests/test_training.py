@@ -337,3 +337,32 @@ def test_memory_budgets_follow_the_device_and_size_the_batches():
     small = grid_layout(model.apply, params, x, 100, batch_size=8, budget=2 * 10 * each,
                         **{**kw, "chunk_size": None})[1]
     assert 1 <= small < 40  # 8 vmapped runs of 40 samples do not fit that budget in one chunk
+
+
+def test_a_log_reads_the_devices_once():
+    """No implicit device-to-host transfer anywhere in a grid's training (JAX's transfer guard),
+    and each further log adds exactly one explicit read (the sharpness of every run included)."""
+    from unittest import mock
+
+    model, params, x, y = tiny_problem("mlp", dtype=jnp.float32, n=11)
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                     *[models.scale(params, a) for a in (0.5, 1.0, 2.0)])
+    kw = {"lr": [0.1] * 3, "log_every": 2, "driver": "scan", "sharpness_iters": 20,
+          "sharpness_tol": 1e-3}
+    reads = {}
+    for steps in (6, 12):
+        training.train_grid(model.apply, stacked, x, y, steps=steps, **kw)  # compiled first
+        calls = []
+        real = jax.device_get
+
+        def counting(tree, calls=calls, real=real):
+            calls.append(1)
+            return real(tree)
+
+        with mock.patch.object(jax, "device_get", counting), \
+                jax.transfer_guard_device_to_host("disallow"):
+            grid = training.train_grid(model.apply, stacked, x, y, steps=steps, **kw)
+        assert np.isfinite(grid.history["sharpness"]).all()
+        reads[len(grid.history["step"][0])] = len(calls)
+    (few, a), (many, b) = sorted(reads.items())
+    assert b - a == many - few  # one read per log

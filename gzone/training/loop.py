@@ -208,11 +208,12 @@ class _Sharpness:
 
 
 def _log_row(s: Settings, data: Data, carry: Any, p0: Any, temps_dev: Any, test: Any,
-             num: int, step: int, sharp: _Sharpness) -> dict[str, np.ndarray]:
+             num: int, step: int, sharp: _Sharpness) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The metrics of one log at ``carry``'s parameters (labels as trained on at ``step``): one
     compiled pass for the metrics, one for the test accuracy and, for the runs still going, the
     sharpness of all of them at once (:func:`gzone.training.sharpness.grid_sharpness`, which
-    updates ``sharp``); read back in one host sync. Entries of stopped runs are NaN."""
+    updates ``sharp``); read back, with the runs' divergence flags, in one host sync. Entries of
+    stopped runs are NaN."""
     current = data.batches._replace(
         y=labels_at(s.labels, data.batches.y, data.key_steps, jnp.int32(step), data.num_classes))
     values = grid_metrics(s.apply_fn, carry[0], p0, current, temps_dev, s.uso)
@@ -227,15 +228,16 @@ def _log_row(s: Settings, data: Data, carry: Any, p0: Any, temps_dev: Any, test:
         values.update(sharpness=lam, sharpness_residual=residual, sharpness_matvecs=matvecs)
         sharp.vectors = jnp.where(going[:, None], vectors.astype(sharp.vectors.dtype), sharp.vectors)
         sharp.warm = sharp.warm | going
-    values["going"] = going
-    host = jax.device_get(values)
-    row = {f: np.asarray(v, np.float64)[:num] for f, v in host.items() if f != "going"}
+    values["going"], values["diverged"] = going, carry[2]
+    host = jax.device_get(values)  # the log's one read from the devices
+    row = {f: np.asarray(v, np.float64)[:num] for f, v in host.items()
+           if f not in ("going", "diverged")}
     for f in SHARPNESS_FIELDS if not s.sharpness else ():
         row[f] = np.full(num, np.nan)
     stopped = ~np.asarray(host["going"])[:num]
     for f in row:
         row[f] = np.where(stopped, np.nan, row[f])
-    return row
+    return row, np.asarray(host["diverged"])[:num]
 
 
 def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.ndarray, *,
@@ -278,9 +280,8 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
                               s.matmul_precision, target - step, carry, step, batches, temps_dev,
                               data.key_steps)
             step = target
-        diverged = np.asarray(carry[2])[:num]
-        row = _log_row(s, data._replace(batches=batches), carry, p0, temps_dev, test, num, step,
-                       sharp)
+        row, diverged = _log_row(s, data._replace(batches=batches), carry, p0, temps_dev, test,
+                                 num, step, sharp)
         stopped = ~np.isfinite(row["loss"]) | (diverged >= 0)
         late = (diverged < 0) & stopped  # a run stopped by a log: flagged at this step
         if late.any():
