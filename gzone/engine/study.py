@@ -189,8 +189,9 @@ class Ticker:
 
 @dataclasses.dataclass
 class Context:
-    """What ``measure`` works with: the study, its config and setup, the results directory and
-    the records already there, the local devices, and a ``state`` dict that lives across chunks
+    """What ``measure`` works with: the study, its config and setup, the results directory, the
+    records already written (``existing``: in this folder and in every other slice folder of the
+    same configuration, each once), the local devices, and a ``state`` dict that lives across chunks
     (per-seed θ0 and bases, data laid out once ...). Its methods are the engine's: ``write``
     appends records atomically, ``advance`` moves the progress bar, ``checkpoint`` names the
     chunk's checkpoint folder (removed by the engine once the chunk is done)."""
