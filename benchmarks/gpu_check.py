@@ -785,9 +785,9 @@ def runs_section(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, 
              "num_lr0": args.run_lr0s, "lr0_min": 0.01, "lr0_max": 0.1, "steps": steps,
              "log_every": max(1, steps // 2), "batch_size": args.run_alphas * args.run_lr0s}
     inits = {"n_inits": args.run_inits, "seeds_per_chunk": min(8, args.run_inits)}
-    if args.quick:
+    if args.quick:  # a smoke test of the code path: small, and no convolution to compile
         train.update(n_train=200, n_test=100, zone_samples=100, zone_dim=10)
-        inits.update(n_samples=100, dim=10)
+        inits.update(n_samples=100, dim=10, model="lenet300", dataset="fashion_mnist")
     paper = engine.make_config(studies.get("icml/trainability"), "paper")
     from gzone.studies.icml import trainability
 
