@@ -26,7 +26,7 @@ import contextlib
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -60,11 +60,6 @@ def strictly(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return wrapped
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield
 
 
 _PRECISION = re.compile(r"precision = \[(\w+),|#stablehlo<precision (\w+)>")

@@ -89,10 +89,6 @@ class Placement:
         """The first ``num`` points of every leaf, on the host (the padding dropped)."""
         return jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(tree))
 
-    def per_device(self, num: int) -> int:
-        """How many of ``num`` points each device holds."""
-        return -(-num // self.width)
-
 
 def process_points(num_points: int, index: int | None = None, count: int | None = None) -> np.ndarray:
     """The indices of the points of a grid of ``num_points`` that process ``index`` of ``count``

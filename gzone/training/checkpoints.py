@@ -87,18 +87,13 @@ def _read_history(directory: Path, size: int, fields: tuple[str, ...]) -> tuple[
 
 
 def save(manager, step: int, carry, history, logged, vectors, has_vector, fingerprint,
-         fields: tuple[str, ...]) -> None:
+         fields: tuple[str, ...], written: int) -> None:
     """Save one batch's state at ``step`` (synchronously: complete and atomic on return), after
-    appending the history rows logged since the last save."""
+    appending the history rows logged since the last save (``history[written:]``: the first
+    ``written`` rows are in ``history.jsonl`` already)."""
     import orbax.checkpoint as ocp
 
-    directory = Path(manager.directory)
-    latest = manager.latest_step()
-    written = 0
-    if latest is not None:
-        meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        written = meta["history_rows"]
-    size = _append_history(directory, history, logged, written, fields)
+    size = _append_history(Path(manager.directory), history, logged, written, fields)
     leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.device_get(carry))]
     state = {"leaves": leaves, "has_vector": has_vector.astype(np.int8)}
     if np.size(vectors):  # sharpness measured: its eigenvectors (the warm starts)

@@ -203,8 +203,7 @@ class _Sharpness:
         self.vectors, self.warm = place.points(vectors), place.points(warm)
 
     def host(self, num: int) -> tuple[np.ndarray, np.ndarray]:
-        vectors, warm = jax.device_get((self.vectors, self.warm))
-        return np.asarray(vectors)[:num], np.asarray(warm)[:num]
+        return sharding.Placement.trim((self.vectors, self.warm), num)
 
 
 def _log_row(s: Settings, data: Data, carry: Any, p0: Any, temps_dev: Any, test: Any,
@@ -269,6 +268,7 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
                                        HISTORY_FIELDS)
         if restored is not None:
             step, carry, history, logged, vectors, warm = restored
+    saved_rows = len(history)  # the rows history.jsonl holds
     carry = place.points(carry)
     sharp = _Sharpness(vectors, warm, place)
     cadence = _Cadence(s.checkpoint_every, step)
@@ -284,10 +284,8 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
                                  num, step, sharp)
         stopped = ~np.isfinite(row["loss"]) | (diverged >= 0)
         late = (diverged < 0) & stopped  # a run stopped by a log: flagged at this step
-        if late.any():
-            flags = np.asarray(carry[2]).copy()
-            flags[:num] = np.where(late, step, diverged)
-            carry = (carry[0], carry[1], place.points(flags[:num]))
+        if late.any():  # from the flags the log read: no second read from the devices
+            carry = (carry[0], carry[1], place.points(np.where(late, step, diverged).astype(np.int32)))
         row["step"] = np.full(num, float(step))
         history.append(row)
         logged.append(~stopped)
@@ -295,12 +293,12 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
             on_log(step, row, ~stopped)
         last = target == targets[-1] or stopped.all()
         if manager is not None and cadence.due(step, last):
-            host = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
-            checkpoints.save(manager, step, host, history, logged, *sharp.host(num), fingerprint,
-                             HISTORY_FIELDS)
+            checkpoints.save(manager, step, place.trim(carry, num), history, logged,
+                             *sharp.host(num), fingerprint, HISTORY_FIELDS, saved_rows)
+            saved_rows = len(history)
         if stopped.all():
             break
-    final = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num], jax.device_get(carry))
+    final = place.trim(carry, num)
     return _Batch(jax.tree_util.tree_map(jnp.asarray, final[0]), history, logged, final[2])
 
 
