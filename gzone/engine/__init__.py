@@ -15,7 +15,7 @@ The studies themselves live in :mod:`gzone.studies` (the registry); the ``gzone`
 from gzone.engine.claims import Claim, Finding
 from gzone.engine.config import ConfigError, identity, make_config
 from gzone.engine.lifecycle import check, load, run, unfinished
-from gzone.engine.study import FORT, ICML, PRESETS, Context, Point, Record, Study
+from gzone.engine.study import BEYOND, FORT, ICML, PRESETS, Context, Point, Record, Study
 
-__all__ = ["FORT", "ICML", "PRESETS", "Claim", "ConfigError", "Context", "Finding", "Point",
+__all__ = ["BEYOND", "FORT", "ICML", "PRESETS", "Claim", "ConfigError", "Context", "Finding", "Point",
            "Record", "Study", "check", "identity", "load", "make_config", "run", "unfinished"]

@@ -1,7 +1,7 @@
 """A study, declared once: :class:`Study`, the points it measures and the :class:`Context` its
 ``measure`` runs in.
 
-A study module ``gzone/studies/<paper>/<topic>.py`` holds a config dataclass, its presets and
+A study module ``gzone/studies/<paper>/<topic>.py`` (``<paper>``: icml, fort or beyond) holds a config dataclass, its presets and
 five functions, and declares ``STUDY = Study(...)`` at the bottom::
 
     validate(config)                      -> None   (ConfigError naming the field)
@@ -39,6 +39,10 @@ Progress = Callable[[Iterator, int], Iterator]
 
 ICML = "Vysogorets et al., ICML 2024"
 FORT = "Fort & Scherlis, AAAI 2019"
+#: the studies of questions the papers leave open (ICML Sec. 6 and its 2025 follow-up)
+BEYOND = "Beyond the papers (ICML Sec. 6's open questions)"
+#: the first part of a study's name: which paper it reproduces, or ``beyond`` the papers
+PAPERS = ("icml", "fort", "beyond")
 #: the presets every study has: tiny (seconds: tests, notebooks), default (CPU minutes on the
 #: embedded data), cpu (the paper's data and models at CPU-minutes sizes), paper (the paper's sizes)
 PRESETS = ("tiny", "default", "cpu", "paper")
@@ -105,8 +109,9 @@ class Study:
         if missing:
             raise ValueError(f"{self.name} lacks the preset(s) {', '.join(missing)}")
         paper, _, topic = self.name.partition("/")
-        if not topic or paper not in ("icml", "fort"):
-            raise ValueError(f"a study is named <paper>/<topic> (icml or fort), got {self.name!r}")
+        if not topic or paper not in PAPERS:
+            raise ValueError(f"a study is named <paper>/<topic> ({', '.join(PAPERS)}), got "
+                             f"{self.name!r}")
 
     @property
     def topic(self) -> str:

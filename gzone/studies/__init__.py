@@ -13,6 +13,10 @@ from typing import Any
 
 from gzone import engine
 from gzone.engine import Study
+from gzone.studies.beyond import (
+    inhomogeneous,
+    normalization,
+)
 from gzone.studies.fort import (
     architectures,
     directions,
@@ -51,6 +55,7 @@ _MODULES = (
     uso, uso_retrain, probe, lazy,  # App. E
     radius, directions, architectures, loss_radius, stokes,  # Fort & Scherlis Fig. 3-5, Eq. 4
     hypersurface_training, init_selection, radius_drift,  # Fort & Scherlis Fig. 2, 6, obs. 8
+    normalization, inhomogeneous,  # beyond the papers: ICML Sec. 6's open questions (issue 22)
 )
 
 STUDIES: dict[str, Study] = {module.STUDY.name: module.STUDY for module in _MODULES}
