@@ -21,20 +21,46 @@ COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#cf222e", "inconclusive":
            "not at this scale": "#57606a"}
 
 
+def show(v: Any) -> str:
+    """One value in a line: numbers to 4 digits, lists and dicts inline, None as ``-``."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {show(x)}" for k, x in v.items()) + "}"
+    return "-" if v is None else str(v)
+
+
 def measured_text(measured: Any) -> str:
     """The measured values in one line: ``name = value; ...`` with numbers to 4 digits."""
-    def show(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(show(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k}: {show(x)}" for k, x in v.items()) + "}"
-        return "-" if v is None else str(v)
-
     if not isinstance(measured, dict):
         return show(measured)
     return "; ".join(f"{k} = {show(v)}" for k, v in measured.items())
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def rows_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A study's summary rows (``Study.report_table``) as Markdown table lines."""
+    if not rows:
+        return []
+    cols = _columns(rows)
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+            *("| " + " | ".join(show(r.get(c)) for c in cols) + " |" for r in rows)]
+
+
+def rows_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A study's summary rows as an HTML table."""
+    if not rows:
+        return ""
+    cols = _columns(rows)
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_e(show(r.get(c)))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table class='rows small'><tr>{head}</tr>{body}</table>"
 
 
 def claims_table(found: list[dict[str, Any]], width: int = 90) -> str:
@@ -127,6 +153,8 @@ def markdown(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                           f"  - verdict: **{c['verdict']}**"]
             if not s["claims"]:
                 lines += ["", "- no claim of the paper is checked on this study yet"]
+            if s.get("rows"):
+                lines += ["", *rows_markdown(s["rows"])]
             lines += ["", footer(s, meta["scale"])]
     lines += ["", "## Provenance", "", "```", json.dumps(meta, indent=1, default=str), "```", ""]
     return "\n".join(lines)
@@ -187,6 +215,7 @@ def html(sections: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                              f"{_e(measured_text(c['measured']))}</span></p>")
             if not s["claims"]:
                 parts.append("<p>No claim of the paper is checked on this study yet.</p>")
+            parts.append(rows_html(s.get("rows") or []))
             parts.append(f"<p class='small'>{_e(footer(s, meta['scale']))}</p></div></div>")
     parts.append("<h2>Provenance</h2><pre>" + _e(json.dumps(meta, indent=1, default=str))
                  + "</pre></body></html>")

@@ -155,7 +155,8 @@ def study_section(study: Any, preset: str, scale: str, config: Any, records: lis
     section = {"study": study, "label": label, "preset": preset,
                "config": cli.config_fields(config), "claims": checked,
                "records": len(records), "wall_s": wall_s, "figures": [],
-               "flagged": sum(bool(r.get("flags")) for r in records)}
+               "flagged": sum(bool(r.get("flags")) for r in records),
+               "rows": study.summarize(records) if study.report_table else []}
     try:
         section["figures"] = draw_figures(study, records, out / FIGURES,
                                           cli.title(study, config, preset),

@@ -103,8 +103,10 @@ def test_the_zone_shape():
     x = np.geomspace(0.01, 100, 9)
     bump = np.exp(-np.log10(x) ** 2 * 2)
     assert zc.zone_shape(x, bump, bump > 0.5)["has_zone"]
-    assert not zc.zone_shape(x, bump, np.zeros(9, bool))["has_zone"]  # no G > H-term anywhere
+    assert not zc.zone_shape(x, bump, np.zeros(9, bool))["has_zone"]  # no G > H-term at the peak
     assert not zc.zone_shape(x, np.linspace(1, 0, 9), np.ones(9, bool))["has_zone"]  # monotone
+    assert not zc.zone_shape(x, bump + 1.5, np.ones(9, bool))["has_zone"]  # ends above half
+    assert zc.zone_shape(x, bump + 0.3, np.ones(9, bool))["zone"] == [0.01, 100.0]
     assert zc.zone_shape(x[:2], bump[:2], bump[:2] > 0)["has_zone"] is None
 
 
@@ -116,10 +118,11 @@ def _rows(zones):
 def test_the_claims_rules():
     norm, inh = studies.get("beyond/normalization"), studies.get("beyond/inhomogeneous")
     eliminated = {c.id: c for c in norm.claims}["batchnorm-eliminates-zone"].check
+    held = {c.id: c for c in norm.claims}["held-batchnorm-eliminates-zone"].check
     robust = {c.id: c for c in inh.claims}["temperature-more-robust"].check
     rows = _rows({("bias", "alpha"): True, ("batchnorm", "alpha"): False,
-                  ("batchnorm-held", "alpha"): False})
-    assert eliminated(rows).verdict == REPRODUCED
+                  ("batchnorm-held", "alpha"): True})
+    assert eliminated(rows).verdict == REPRODUCED and held(rows).verdict == NOT_REPRODUCED
     rows[1]["has_zone"] = True
     assert eliminated(rows).verdict == NOT_REPRODUCED
     rows[0]["has_zone"] = False

@@ -96,6 +96,8 @@ class Study:
     #: scale -> named presets ``gzone reproduce --scale <scale>`` also runs (a claim that needs
     #: another model or dataset than the scale's preset, e.g. LeNet-5 beside LeNet-300-100)
     extra_presets: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    #: the report shows the summary rows as a table (a study whose answer is its table)
+    report_table: bool = False
     #: the study module's docstring: what it measures and its commands
     doc: str = ""
 

@@ -344,8 +344,11 @@ def measure_zone(ctx: Context, chunk: list[Point]):
 
 # ----------------------------------------------------------------------------- summaries
 
-#: PC(H) vanishes at an end of a grid: at most this fraction of its peak (as the ICML sweeps)
-VANISH_FRACTION = 0.1
+#: the zone's PC(H) peak stands out: at both ends of the grid PC(H) is at most this fraction of
+#: it (the level of the ICML sweeps' zone, :data:`gzone.studies.icml._common.sweep.ZONE_FRACTION`)
+ZONE_FRACTION = 0.5
+#: the window of α (around 1, where the normalisations' ε is negligible) of the logits' degree
+DEGREE_WINDOW = (0.1, 10.0)
 
 
 def curves(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
@@ -371,9 +374,9 @@ def curves(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, np.
 
 
 def zone_shape(values: np.ndarray, pc: np.ndarray, in_zone: np.ndarray) -> dict[str, Any]:
-    """Whether a curve of positive curvature shows a Goldilocks zone: PC(H) peaks strictly inside
-    the grid, falls to at most :data:`VANISH_FRACTION` of its peak at both ends, and
-    ‖G‖₂ > ‖H-term‖₂ somewhere; with the peak, the ends, the span and the zone's extent."""
+    """Whether a curve shows a Goldilocks zone: PC(H) rises from both ends of the grid to a peak
+    strictly inside it (each end at most :data:`ZONE_FRACTION` of the peak) where ‖G‖₂ >
+    ‖H-term‖₂ (Sec. 4); with the peak, the ends, the span and the extent of ‖G‖₂ > ‖H-term‖₂."""
     ok = np.isfinite(pc)
     if ok.sum() < 3:
         return {"has_zone": None, "points": int(ok.sum())}
@@ -381,17 +384,20 @@ def zone_shape(values: np.ndarray, pc: np.ndarray, in_zone: np.ndarray) -> dict[
     peak = float(pc[at])
     ends = [float(pc[ok][0]), float(pc[ok][-1])]
     zone = [float(v) for v, z in zip(values, in_zone) if z]
-    has = bool(peak > 0 and 0 < at < len(pc) - 1 and all(abs(e) <= VANISH_FRACTION * peak for e in ends)
-               and zone)
+    has = bool(peak > 0 and 0 < at < len(pc) - 1 and bool(in_zone[at])
+               and all(e <= ZONE_FRACTION * peak for e in ends))
     return {"has_zone": has, "pc_peak": peak, "peak_at": float(values[at]), "pc_ends": ends,
             "pc_span": float(np.nanmax(pc) - np.nanmin(pc)),
             "zone": [min(zone), max(zone)] if zone else None}
 
 
-def logit_degree(values: np.ndarray, logit_norm: np.ndarray) -> float | None:
-    """The slope of log(mean ‖z‖) against log α: the degree k of z(αθ) ≈ α^k z(θ) (L for a
-    network homogeneous of degree L; fitted over the grid, so a mixture of degrees shows)."""
+def logit_degree(values: np.ndarray, logit_norm: np.ndarray,
+                 window: tuple[float, float] | None = DEGREE_WINDOW) -> float | None:
+    """The slope of log(mean ‖z‖) against log α over the grid points in ``window`` (None: all):
+    the degree k of z(αθ) ≈ α^k z(θ) (L for a network homogeneous of degree L)."""
     ok = np.isfinite(logit_norm) & (logit_norm > 0)
+    if window is not None:
+        ok &= (values >= window[0]) & (values <= window[1])
     if ok.sum() < 2:
         return None
     return float(np.polyfit(np.log(values[ok]), np.log(logit_norm[ok]), 1)[0])
@@ -399,7 +405,7 @@ def logit_degree(values: np.ndarray, logit_norm: np.ndarray) -> float | None:
 
 def zone_rows(records: list[dict[str, Any]], variants: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per (variant, probe): the zone's shape (:func:`zone_shape`), PC(H) at α = T = 1,
-    and (α probe) the logits' degree."""
+    and (α probe) the logits' degree around α = 1 and over the whole grid."""
     rows = []
     table = curves(records)
     order = list(variants or VARIANTS)
@@ -412,6 +418,7 @@ def zone_rows(records: list[dict[str, Any]], variants: Sequence[str] | None = No
                if at_one.any() and c["hterm_norm"][at_one][0] > 0 else None}
         if probe == "alpha":
             row["logit_degree"] = logit_degree(c["value"], c["logit_norm"])
+            row["logit_degree_grid"] = logit_degree(c["value"], c["logit_norm"], None)
         rows.append(row)
     return rows
 

@@ -62,11 +62,11 @@ PRESETS: dict[str, dict[str, Any]] = {
              "num_alphas": 3, "num_temperatures": 3, "dim": 4, "seeds": 1, "lanczos_iters": 0,
              "lr0s": (0.1,), "steps": 20, "log_every": 10},
     "default": {},
-    "cpu": {"dataset": "fashion_mnist", "widths": (300, 100), "n_samples": 1000, "n_test": 1000,
-            "alpha_min": 0.01, "alpha_max": 100.0, "num_alphas": 13, "temperature_min": 1e-3,
+    "cpu": {"dataset": "fashion_mnist", "widths": (300, 100), "n_samples": 500, "n_test": 500,
+            "alpha_min": 0.01, "alpha_max": 100.0, "num_alphas": 9, "temperature_min": 1e-3,
             "temperature_max": 1e3, "num_temperatures": 13, "dim": 20, "seeds": 2,
-            "lanczos_iters": 20, "train_alphas": (1.0,), "lr0s": (0.01, 0.03, 0.1, 0.3),
-            "steps": 500, "log_every": 50},
+            "lanczos_iters": 20, "train_alphas": (1.0,), "lr0s": (0.03, 0.1, 0.3),
+            "steps": 300, "log_every": 50},
     "paper": {"dataset": "fashion_mnist", "widths": (300, 100), "n_samples": 10000,
               "n_test": None, "alpha_min": 0.01, "alpha_max": 100.0, "num_alphas": 13,
               "temperature_min": 1e-3, "temperature_max": 1e3, "num_temperatures": 13, "dim": 50,
@@ -259,4 +259,4 @@ STUDY = Study(
               "train well.",
               check_layernorm, scales=("cpu", "paper")),
     ),
-    doc=__doc__)
+    report_table=True, doc=__doc__)
