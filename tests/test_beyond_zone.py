@@ -141,3 +141,17 @@ def test_bad_configs_name_the_field(overrides, field, tmp_path):
     with pytest.raises(engine.ConfigError) as error:
         engine.run(study, config, tmp_path / "out")
     assert error.value.name == field and not (tmp_path / "out").exists()
+
+
+def test_the_report_shows_the_summary_table(tiny, tmp_path):
+    """A study with ``report_table`` has its summary rows in report.md and report.html."""
+    import os
+
+    from gzone import reproduce
+
+    tiny("beyond/normalization")
+    reproduce.reproduce("tiny", tmp_path, only="beyond/normalization",
+                        runs=os.environ["GZONE_RUNS"], progress=False, echo=lambda line: None)
+    md = (tmp_path / "report.md").read_text()
+    assert "| variant | probe | has_zone |" in md and "| batchnorm | alpha |" in md
+    assert "<table class='rows small'><tr><th>variant</th>" in (tmp_path / "report.html").read_text()
