@@ -7,9 +7,14 @@ Everything is computed from ``log_softmax`` (log-sum-exp), so logits of 1e15 (Le
 give finite losses and probabilities. Logits that already overflowed (inf/NaN, e.g. float32 past
 3.4e38) cannot be repaired; :func:`nonfinite_flags` reports them so callers never write silently
 wrong numbers.
+
+Logit normalisation (Wei et al., 2022) is the cross-entropy at T = τ of the unit logits
+z / (‖z‖ + ε): :func:`unit_logits`, and :class:`LogitNormalized` wraps a model's apply with it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -96,3 +101,48 @@ def centred_quadratic_form(
 def nonfinite_flags(**arrays: jax.Array) -> list[str]:
     """Names of the given arrays that hold inf or NaN (host-side check for results)."""
     return [name for name, a in arrays.items() if not bool(jnp.all(jnp.isfinite(a)))]
+
+
+#: ε of the logit norm in Wei et al.'s LogitNorm code (``torch.norm(x) + 1e-7``)
+LOGIT_NORM_EPS = 1e-7
+
+
+def unit_logits(logits: jax.Array, eps: float = LOGIT_NORM_EPS) -> jax.Array:
+    """z / (‖z‖₂ + ε) per sample (N, K): the logits of logit normalisation (Wei et al., ICML 2022,
+    "Mitigating neural network overconfidence with logit normalization", Sec. 3: the LogitNorm
+    loss is −log softmax(z / (τ‖z‖))_y; their code adds ε = 1e-7 to the norm). The cross-entropy
+    at temperature T = τ of these logits is that loss: ``cross_entropy(unit_logits(z), y, tau)``.
+    A sample whose logits are all zero stays zero."""
+    square = jnp.sum(logits * logits, axis=-1, keepdims=True)
+    positive = square > 0
+    # the norm's derivative z/‖z‖ is 0/0 at z = 0: the double where keeps it (and the Hessian) 0
+    norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, square, 1)), 0)
+    return logits / (norm + jnp.asarray(eps, logits.dtype))
+
+
+class LogitNormalized:
+    """``apply(params, x) -> unit_logits(apply_fn(params, x), eps)``: a model whose logits are
+    normalised (Wei et al., 2022), so that every engine of gzone — :func:`gzone.curvature.projected`,
+    the operators, :func:`gzone.training.train_grid` — computes the LogitNorm loss with the
+    temperature T = τ unchanged. The predicted class (argmax) is the model's. For a network
+    homogeneous of degree L and ε = 0 the normalised logits are homogeneous of degree 0 in θ:
+    loss(αθ) = loss(θ), ∇ℓ(αθ) = ∇ℓ(θ)/α, H(αθ) = H(θ)/α².
+
+    Hashable and equal by (``apply_fn``, ``eps``), so one compiled program serves every call with
+    the same model (it is a static argument of the jitted passes)."""
+
+    def __init__(self, apply_fn: Any, eps: float = LOGIT_NORM_EPS) -> None:
+        self.apply_fn, self.eps = apply_fn, float(eps)
+
+    def __call__(self, params: Any, x: jax.Array) -> jax.Array:
+        return unit_logits(self.apply_fn(params, x), self.eps)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, LogitNormalized) and other.apply_fn == self.apply_fn
+                and other.eps == self.eps)
+
+    def __hash__(self) -> int:
+        return hash((LogitNormalized, self.apply_fn, self.eps))
+
+    def __repr__(self) -> str:
+        return f"LogitNormalized({self.apply_fn!r}, eps={self.eps!r})"

@@ -15,6 +15,7 @@ from gzone import engine
 from gzone.engine import Study
 from gzone.studies.beyond import (
     inhomogeneous,
+    logit_normalization,
     normalization,
 )
 from gzone.studies.fort import (
@@ -55,7 +56,7 @@ _MODULES = (
     uso, uso_retrain, probe, lazy,  # App. E
     radius, directions, architectures, loss_radius, stokes,  # Fort & Scherlis Fig. 3-5, Eq. 4
     hypersurface_training, init_selection, radius_drift,  # Fort & Scherlis Fig. 2, 6, obs. 8
-    normalization, inhomogeneous,  # beyond the papers: ICML Sec. 6's open questions (issue 22)
+    normalization, inhomogeneous, logit_normalization,  # beyond the papers: ICML Sec. 6's open questions (issue 22)
 )
 
 STUDIES: dict[str, Study] = {module.STUDY.name: module.STUDY for module in _MODULES}
