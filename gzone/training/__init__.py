@@ -33,6 +33,7 @@ from gzone.training.loop import GridResult, Settings, TrainResult, train, train_
 from gzone.training.metrics import (
     DIVERGENCE_FIELDS,
     HISTORY_FIELDS,
+    PRECONDITIONED_FIELDS,
     SHARPNESS_FIELDS,
     accuracy,
     sharpness_of,
@@ -48,7 +49,7 @@ from gzone.training.step import (
     update_direction,
 )
 
-__all__ = ["DIVERGENCE_FIELDS", "DRIVERS", "HISTORY_FIELDS", "LABELS", "OPTIMIZERS",
+__all__ = ["DIVERGENCE_FIELDS", "DRIVERS", "HISTORY_FIELDS", "LABELS", "PRECONDITIONED_FIELDS", "OPTIMIZERS",
            "SHARPNESS_FIELDS", "GridResult", "Settings", "TrainResult", "accuracy", "auto_driver",
            "effective_lr", "init_optimizer", "make_optimizer", "sharpness_of", "train",
            "train_grid", "update_direction"]

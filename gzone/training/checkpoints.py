@@ -37,7 +37,9 @@ def fingerprint(settings: Any, params0: Any, lr: np.ndarray, temps: np.ndarray) 
             "sharpness_tol": settings.sharpness_tol, "key": key,
             "matmul_precision": settings.matmul_precision,
             "lr": [float(v) for v in lr], "temperature": [float(v) for v in temps],
-            "params0_sha256": digest.hexdigest()}
+            "params0_sha256": digest.hexdigest(),
+            **({"preconditioned_sharpness": True} if getattr(settings, "preconditioned", False)
+               else {})}
 
 
 def manager(directory: str | os.PathLike) -> Any:

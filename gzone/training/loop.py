@@ -23,11 +23,12 @@ from gzone.training import checkpoints
 from gzone.training.metrics import (
     DIVERGENCE_FIELDS,
     HISTORY_FIELDS,
+    PRECONDITIONED_FIELDS,
     SHARPNESS_FIELDS,
     grid_accuracy,
     grid_metrics,
 )
-from gzone.training.sharpness import grid_sharpness
+from gzone.training.sharpness import grid_sharpness, preconditioned_sharpness
 from gzone.training.step import (
     DRIVERS,
     LABELS,
@@ -75,6 +76,13 @@ class Settings:
     key: jax.Array | None
     matmul_precision: str = "float32"
     checkpoint_every: int | str | None = None
+    #: log Adam's preconditioned sharpness (:func:`gzone.training.sharpness.preconditioned_sharpness`)
+    preconditioned: bool = False
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields of a log's row."""
+        return HISTORY_FIELDS + (PRECONDITIONED_FIELDS if self.preconditioned else ())
 
     @property
     def log_steps(self) -> list[int]:
@@ -227,6 +235,10 @@ def _log_row(s: Settings, data: Data, carry: Any, p0: Any, temps_dev: Any, test:
         values.update(sharpness=lam, sharpness_residual=residual, sharpness_matvecs=matvecs)
         sharp.vectors = jnp.where(going[:, None], vectors.astype(sharp.vectors.dtype), sharp.vectors)
         sharp.warm = sharp.warm | going
+    if s.preconditioned:
+        values["preconditioned_sharpness"] = preconditioned_sharpness(
+            s.apply_fn, carry[0], current, temps_dev, carry[1], going,
+            jax.random.fold_in(data.key_sharpness, step), s.sharpness_iters, num)
     values["going"], values["diverged"] = going, carry[2]
     host = jax.device_get(values)  # the log's one read from the devices
     row = {f: np.asarray(v, np.float64)[:num] for f, v in host.items()
@@ -265,7 +277,7 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
         manager = checkpoints.manager(checkpoint_dir)
         fingerprint = checkpoints.fingerprint(s, params0, lr, temps)
         restored = checkpoints.restore(manager, carry, vectors, fingerprint, checkpoint_dir,
-                                       HISTORY_FIELDS)
+                                       s.fields)
         if restored is not None:
             step, carry, history, logged, vectors, warm = restored
     saved_rows = len(history)  # the rows history.jsonl holds
@@ -294,7 +306,7 @@ def _run_batch(s: Settings, data: Data, params0: Any, lr: np.ndarray, temps: np.
         last = target == targets[-1] or stopped.all()
         if manager is not None and cadence.due(step, last):
             checkpoints.save(manager, step, place.trim(carry, num), history, logged,
-                             *sharp.host(num), fingerprint, HISTORY_FIELDS, saved_rows)
+                             *sharp.host(num), fingerprint, s.fields, saved_rows)
             saved_rows = len(history)
         if stopped.all():
             break
@@ -410,6 +422,7 @@ def train_grid(
     on_log: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
     matmul_precision: str = "float32",
     checkpoint_every: int | str | None = None,
+    preconditioned_sharpness: bool = False,
 ) -> GridResult:
     """G runs of :func:`train` at once: ``params`` with a leading axis G (e.g. α·θ0(seed) for each
     (α, lr0, seed) point), ``lr`` (G,) and ``temperature`` scalar or (G,); the same data and
@@ -421,6 +434,8 @@ def train_grid(
     while the others go on. Sharpness (as in :func:`train`) is estimated for all points of a batch
     at once at each log (:mod:`gzone.training.sharpness`: one vmapped Lanczos, each point stopped
     by its own residual). Results equal :func:`train` run point by point (tested).
+    ``preconditioned_sharpness`` (Adam only) also logs the top eigenvalue of D^{-1/2} H D^{-1/2}
+    with Adam's preconditioner D (NaN at step 0, before any second moment).
 
     ``devices`` (default: all local devices): the points of a batch are sharded over them (a 1-D
     mesh, :mod:`gzone.sharding`; a batch is padded to a multiple of their number). A grid split
@@ -449,9 +464,12 @@ def train_grid(
     temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))
     precision.matmul(matmul_precision)  # a known setting (ValueError otherwise)
     checkpoint_cadence(checkpoint_every)
+    if preconditioned_sharpness and optimizer != "adam":
+        raise ValueError("preconditioned_sharpness is Adam's: it needs optimizer='adam', got "
+                         f"{optimizer!r}")
     settings = Settings(apply_fn, optimizer, labels, bool(uso), driver, steps, log_every,
                         sharpness, sharpness_iters, sharpness_tol, key, matmul_precision,
-                        checkpoint_every)
+                        checkpoint_every, bool(preconditioned_sharpness))
     size = min(batch_size, num_points)
     outputs = []
     for lo in range(0, num_points, size):
@@ -468,6 +486,6 @@ def train_grid(
         rows = np.stack([r[f] for r in o.history], axis=1)
         return np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=np.nan)
 
-    history = {f: np.concatenate([column(o, f) for o in outputs]) for f in HISTORY_FIELDS}
+    history = {f: np.concatenate([column(o, f) for o in outputs]) for f in settings.fields}
     history["step"] = np.where(np.isfinite(history["step"]), history["step"], -1).astype(np.int64)
     return GridResult(params_out, history, np.concatenate([o.diverged_at for o in outputs]))

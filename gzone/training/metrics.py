@@ -27,6 +27,8 @@ HISTORY_FIELDS = (
 #: a log at which one of these is not finite stops the run (the others may be undefined: NaN)
 DIVERGENCE_FIELDS = ("loss", "gradient_norm", "parameter_norm")
 SHARPNESS_FIELDS = ("sharpness", "sharpness_residual", "sharpness_matvecs")
+#: logged after :data:`HISTORY_FIELDS` with ``preconditioned_sharpness=True`` (Adam only)
+PRECONDITIONED_FIELDS = ("preconditioned_sharpness",)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))

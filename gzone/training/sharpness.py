@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from gzone import curvature, lanczos
 from gzone.lanczos.recurrence import (
@@ -158,3 +159,63 @@ def grid_sharpness(apply_fn: Any, params: Any, batches: curvature.Batches, tempe
             break
         progress = advance(apply_fn, num_iters, float(tol), progress, params, batches, temperature)
     return finish(apply_fn, progress, params, batches, temperature)
+
+
+# ----------------------------------------------------------------------------- Adam's preconditioner
+
+#: optax.adam's defaults, which :func:`gzone.training.step.make_optimizer` keeps
+ADAM_B2, ADAM_EPS = 0.999, 1e-8
+
+
+def adam_preconditioner(state: Any) -> jax.Array:
+    """Adam's diagonal preconditioner d = √v̂ + ε of each run, (G, P) flat like
+    ``ravel_pytree(params)``, from a vmapped optax state: v̂ = ν / (1 − β₂ᵗ), the bias-corrected
+    second moment (optax.scale_by_adam); the update is −η m̂ / d. NaN before the first step (t = 0:
+    no second moment yet)."""
+    import optax
+
+    found = [s for s in jax.tree_util.tree_leaves(
+        state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+        if isinstance(s, optax.ScaleByAdamState)]
+    if not found:
+        raise ValueError("the optimizer state holds no Adam moments (optimizer='adam' only)")
+    adam = found[0]
+    nu = jax.vmap(lambda tree: ravel_pytree(tree)[0])(adam.nu)
+    count = jnp.asarray(adam.count, nu.dtype)
+    correction = 1 - ADAM_B2 ** count
+    vhat = nu / jnp.where(count > 0, correction, jnp.nan)[:, None]
+    return jnp.sqrt(vhat) + ADAM_EPS
+
+
+@functools.cache
+def _preconditioned_matvec(apply_fn: Any) -> Any:
+    hvp = curvature.matvec("hessian", apply_fn)
+
+    def matvec(v: jax.Array, params: Any, batches: curvature.Batches, temperature: jax.Array,
+               scale: jax.Array) -> jax.Array:
+        return scale * hvp(scale * v, params, batches, temperature)
+
+    return matvec
+
+
+def preconditioned_sharpness(apply_fn: Any, params: Any, batches: curvature.Batches,
+                             temperatures: jax.Array, state: Any, going: jax.Array, key: jax.Array,
+                             num_iters: int, num: int) -> jax.Array:
+    """Adam's preconditioned sharpness of each of the first ``num`` runs: the top eigenvalue of
+    D^{-1/2} H D^{-1/2} (D = diag of :func:`adam_preconditioner`; the eigenvalues of D⁻¹H, whose
+    stability threshold for Adam is (2 + 2β₁)/((1 − β₁)η) = 38/η, Cohen et al. 2022), by
+    ``num_iters`` Lanczos steps on the matrix-free product; NaN for stopped runs and at step 0.
+    One Lanczos per run (the same compiled program for all)."""
+    scale = jax.lax.rsqrt(adam_preconditioner(state))
+    size = scale.shape[1]
+    out = []
+    for j in range(num):
+        run = jax.tree_util.tree_map(lambda a, j=j: a[j], params)
+        op = lanczos.Operator(_preconditioned_matvec(apply_fn),
+                              (run, batches, temperatures[j], scale[j]))
+        res = lanczos.eigsh(op, size, 1, key=jax.random.fold_in(key, j),
+                            num_iters=min(num_iters, size), which="LA")
+        out.append(res.eigenvalues[0])
+    lam = jnp.stack(out)
+    finite = jnp.all(jnp.isfinite(scale[:num]), axis=1)
+    return jnp.where(going[:num] & finite, lam, jnp.nan)

@@ -182,7 +182,20 @@ def run_record(num_classes: int, point: Point, lr: float, history: dict[str, np.
             "final_test_accuracy": float(h["test_accuracy"][-1]),
             "max_parameter_norm": best("parameter_norm"), "final_zero_logit_samples": final_zero,
             "initial_sharpness": sharp0 if np.isfinite(sharp0) else None,
-            "lr_sharpness": lr * abs(sharp0) if np.isfinite(sharp0) else None, "outcome": outcome}
+            "lr_sharpness": lr * abs(sharp0) if np.isfinite(sharp0) else None, "outcome": outcome,
+            **_preconditioned(h, lr)}
+
+
+def _preconditioned(h: dict[str, np.ndarray], lr: float) -> dict[str, Any]:
+    """Adam's preconditioned sharpness, where logged: its largest value over the run's logs and
+    η times it (Adam's stability threshold is η·λ = 38, Cohen et al. 2022)."""
+    values = h.get("preconditioned_sharpness")
+    if values is None:
+        return {}
+    values = values[np.isfinite(values)]
+    top = float(values.max()) if len(values) else None
+    return {"max_preconditioned_sharpness": top,
+            "lr_max_preconditioned_sharpness": None if top is None else lr * top}
 
 
 def measure(ctx: Context, chunk: list[Point]):
@@ -203,23 +216,38 @@ def measure(ctx: Context, chunk: list[Point]):
                                       chunk_size=config.chunk_size, basis=basis)}]
         return
     labels = chunk[0].get("labels", getattr(config, "labels", "true"))
+    optimizer = chunk[0].get("optimizer", config.optimizer)
     sharpness = getattr(config, "sharpness", False)
-    lrs = [training.effective_lr(p["lr0"], p["alpha"], setup.degree) for p in chunk]
+    preconditioned = optimizer == "adam" and getattr(config, "preconditioned_sharpness", False)
+    lrs = [run_lr(config, p, setup.degree) for p in chunk]
     params = jax.tree_util.tree_map(
         lambda *a: jnp.stack(a), *[models.scale(thetas[p["seed"]], p["alpha"]) for p in chunk])
     fields = dataclasses.asdict(config)
     unmeasured = {} if sharpness else dict.fromkeys(training.SHARPNESS_FIELDS)
+    if hasattr(config, "preconditioned_sharpness") and not preconditioned:
+        unmeasured.update(dict.fromkeys(training.PRECONDITIONED_FIELDS))
     logged = [f for f in training.HISTORY_FIELDS if sharpness or f not in training.SHARPNESS_FIELDS]
+    logged += list(training.PRECONDITIONED_FIELDS) if preconditioned else []
     grid = training.train_grid(
         setup.model.apply, params, setup.x, setup.y, lr=lrs, steps=config.steps,
         log_every=config.log_every, x_test=setup.x_test, y_test=setup.y_test,
-        optimizer=config.optimizer, labels=labels, sharpness=sharpness,
+        optimizer=optimizer, labels=labels, sharpness=sharpness,
         key=engine_setup.stream_key(0, "training-labels"), chunk_size=config.chunk_size,
         devices=ctx.devices, **run_settings(config), checkpoint_dir=ctx.checkpoint(),
+        preconditioned_sharpness=preconditioned,
         on_log=ctx.log_writer(chunk, logged, lambda j: {**fields, "lr": lrs[j], **unmeasured}))
     yield [{**run_record(setup.num_classes, p, lrs[j], {
-        f: grid.history[f][j] for f in training.HISTORY_FIELDS}, int(grid.diverged_at[j]))}
+        f: grid.history[f][j] for f in grid.history}, int(grid.diverged_at[j]))}
         for j, p in enumerate(chunk)]
+
+
+def run_lr(config: Any, point: Point, degree: int | None) -> float:
+    """η of a run: the paper's η0·α^(2−L) (:func:`gzone.training.effective_lr`), or for an
+    ``adam`` point of a config whose ``adam_lr`` is ``"alpha"``, η0·α (Adam's step does not scale
+    with the gradient: η ∝ α keeps the step relative to ‖θ‖ = α‖θ0‖ the same for every α)."""
+    if point.get("optimizer", config.optimizer) == "adam" and getattr(config, "adam_lr", "") == "alpha":
+        return float(point["lr0"]) * float(point["alpha"])
+    return training.effective_lr(point["lr0"], point["alpha"], degree)
 
 
 # ----------------------------------------------------------------------------- summaries
