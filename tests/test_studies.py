@@ -33,7 +33,7 @@ def test_the_registry_holds_every_paper_study():
         "icml/lazy", "fort/radius", "fort/directions", "fort/architectures", "fort/loss-radius",
         "fort/stokes", "fort/hypersurface-training", "fort/init-selection", "fort/radius-drift",
         "beyond/normalization", "beyond/inhomogeneous", "beyond/logit-normalization",
-        "beyond/adam"]
+        "beyond/adam", "beyond/init-quality"]
     with pytest.raises(ValueError, match="unknown study 'icml/fig7'; `gzone list` shows them"):
         studies.get("icml/fig7")
 

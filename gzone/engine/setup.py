@@ -32,6 +32,7 @@ STREAMS = {
     "sphere": 8,  # Fort & Scherlis: the stokes study's points on the sphere
     "hypersurface-basis": 9,  # Fort & Scherlis: the bases of hypersurface training
     "hypersurface-batches": 10,  # Fort & Scherlis: its minibatch permutations
+    "init-scale": 11,  # beyond: the scale alpha of each initialisation of the init-quality study
 }
 
 

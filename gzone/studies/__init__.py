@@ -16,6 +16,7 @@ from gzone.engine import Study
 from gzone.studies.beyond import (
     adam,
     inhomogeneous,
+    init_quality,
     logit_normalization,
     normalization,
 )
@@ -57,7 +58,8 @@ _MODULES = (
     uso, uso_retrain, probe, lazy,  # App. E
     radius, directions, architectures, loss_radius, stokes,  # Fort & Scherlis Fig. 3-5, Eq. 4
     hypersurface_training, init_selection, radius_drift,  # Fort & Scherlis Fig. 2, 6, obs. 8
-    normalization, inhomogeneous, logit_normalization, adam,  # beyond the papers: ICML Sec. 6's open questions (issue 22)
+    normalization, inhomogeneous, logit_normalization, adam,  # beyond the papers: ICML Sec. 6's
+    init_quality,  # open questions (issue 22)
 )
 
 STUDIES: dict[str, Study] = {module.STUDY.name: module.STUDY for module in _MODULES}
