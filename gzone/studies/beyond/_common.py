@@ -457,6 +457,8 @@ def zone_figure(records: list[dict[str, Any]], *, title: str | None = None, axes
         axes[i][0].set_ylabel("positive curvature of H (d-plane)")
         axes[i][0].axhline(0, color="grey", lw=0.5)
         axes[i][1].set_yscale("log")
+        low, high = axes[i][1].get_ylim()  # G vanishes under a saturated softmax: show 8 decades
+        axes[i][1].set_ylim(max(low, 1e-4), min(high, 1e4))
         axes[i][1].axhline(1, color="grey", lw=0.8, ls="--")
         axes[i][1].set_ylabel(r"$\|G\|_2 / \|H\text{-term}\|_2$")
     axes[0][0].legend(fontsize=8)
