@@ -302,7 +302,7 @@ STUDY = Study(
     measure=measure, summarize=summarize, figure=figure,
     done={"init": ("seed",), "run": ("seed",)}, kinds=("init", "run", "log"),
     chunks=chunks, work=work,
-    unused=lambda config: ("optimizer", "zone_samples", "zone_dim", "sharpness"),
+    unused=lambda config: ("optimizer", "zone_samples", "zone_dim", "sharpness", "seeds"),
     claims=(
         Claim("better-than-curvature", "ICML Sec. 6",
               "There are better measures of initialisation quality than positive curvature "
