@@ -55,8 +55,8 @@ PRESETS: dict[str, dict[str, Any]] = {
               "num_alphas": 17, "dim": 50, "seeds": 3, "lanczos_iters": 40,
               "variants": ("plain", "bias", "batchnorm", "batchnorm-held", "layernorm")},
     "lenet5-cifar10-cpu": {"arch": "lenet5", "dataset": "cifar10", "n_samples": 256, **_WIDE,
-                           "num_alphas": 9, "num_temperatures": 9, "dim": 10, "seeds": 1,
-                           "lanczos_iters": 15,
+                           "num_alphas": 7, "num_temperatures": 7, "dim": 10, "seeds": 1,
+                           "lanczos_iters": 10,
                            "variants": ("bias", "batchnorm", "batchnorm-held", "layernorm")},
 }
 
