@@ -656,7 +656,41 @@ def work_of(name: str, config: Any) -> Work:
         return fort_training_work(name, config)
     if name == "fort/hypersurface-training":
         return hypersurface_work(config)
+    if name.startswith("beyond/"):
+        return beyond_work(name, config)
     return Work(note="not counted", counted=False)
+
+
+def beyond_work(name: str, config: Any) -> Work:
+    """The studies beyond the papers (issue 22), each network variant priced as the homogeneous
+    network of its architecture (biases, norms and activations add little to these FLOPs; the
+    residual CNN is not measured: priced as LeNet-5)."""
+    if name in ("beyond/normalization", "beyond/inhomogeneous"):
+        case, scale = case_of("lenet5" if config.arch == "lenet5" else "mlp", config.widths)
+        points = len(config.variants) * config.seeds * (config.num_alphas + config.num_temperatures)
+        n = config.n_samples
+        terms = [(case, "proj", scale * points * n * config.dim),
+                 (case, "hvp", scale * points * 2 * config.lanczos_iters * n)]
+        note = f"{points} zone points (projection d = {config.dim}, 2 Lanczos norms)"
+        if name == "beyond/inhomogeneous":
+            runs = len(config.variants) * len(config.train_alphas) * len(config.lr0s) * config.seeds
+            terms += training_terms(case, scale * runs, config.steps, config.log_every, n,
+                                    test_size(config), False)
+            note += f"; {runs} runs x {config.steps:,} steps on {n:,} images"
+        return Work(tuple(terms), note)
+    if name == "beyond/adam":
+        return grid_work(config, config.num_alphas, config.num_lr0, len(config.optimizers))
+    if name == "beyond/logit-normalization":
+        kinds = 1 + len(config.taus)
+        return grid_work(config, config.num_alphas, config.num_lr0, kinds)
+    case, _ = case_of(config.model)  # beyond/init-quality
+    n_train = train_size(config)
+    terms = training_terms(case, config.n_inits, config.steps, config.log_every, n_train,
+                           test_size(config), False)
+    terms += [(case, "proj", config.n_inits * n_train * config.dim),
+              (case, "hvp", config.n_inits * 3 * config.lanczos_iters * n_train)]
+    return Work(tuple(terms), f"{config.n_inits} inits: predictors (NTK not counted) and "
+                f"{config.steps:,} GD steps on {n_train:,} images")
 
 
 def architectures_work(config: Any) -> Work:

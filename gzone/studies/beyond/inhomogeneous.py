@@ -49,7 +49,7 @@ class Config(zc.ZoneConfig, RunSettings):
 
     variants: tuple[str, ...] = field(("plain", "bias", "gelu", "tanh", "layernorm", "residual"),
                                       "network variants, e.g. plain,gelu", tuple(zc.VARIANTS))
-    n_test: int | None = field(500, "first N test samples (none: all)")
+    n_test: int | None = field(None, "first N test samples (none: all)")
     train_alphas: tuple[float, ...] = field((1.0,), "weight scales alpha trained from")
     lr0s: tuple[float, ...] = field((0.03, 0.1, 0.3), "learning rates eta of the runs")
     steps: int = field(300, "full-batch GD steps per run")
