@@ -12,7 +12,10 @@ Fort & Scherlis' training studies).
   sharpness — the largest-magnitude Hessian eigenvalue by gzone's Lanczos, warm-started from the
   previous log's eigenvector and stopped once its residual estimate is below 1e-3·|λ| (the
   authors use 20 steps of power iteration from a fresh start, with no accuracy check; 20 Lanczos
-  steps reach 1e-7 relative where power iteration needs ~300, PERFORMANCE-NOTES).
+  steps reach 1e-7 relative where power iteration needs ~300, PERFORMANCE-NOTES). With Adam and
+  ``preconditioned_sharpness=True``, also Adam's preconditioned sharpness λ_max(D^{-1/2} H D^{-1/2})
+  (D = √v̂ + ε from the optimizer state; NaN at step 0), by the same vmapped Lanczos
+  (:data:`PRECONDITIONED_FIELDS`; without it the history is exactly :data:`HISTORY_FIELDS`).
 * Divergence: the first step whose loss or updated parameters are not finite (or a log whose
   loss, ‖g‖ or ‖θ‖ is not) stops the run; the parameters stay at the last finite ones,
   :attr:`TrainResult.diverged_at` names the step, and nothing after it enters the history. A

@@ -238,7 +238,8 @@ def _log_row(s: Settings, data: Data, carry: Any, p0: Any, temps_dev: Any, test:
     if s.preconditioned:
         values["preconditioned_sharpness"] = preconditioned_sharpness(
             s.apply_fn, carry[0], current, temps_dev, carry[1], going,
-            jax.random.fold_in(data.key_sharpness, step), s.sharpness_iters, num)
+            jax.random.fold_in(jax.random.fold_in(data.key_sharpness, step), 1),
+            num_iters=s.sharpness_iters, tol=s.sharpness_tol, driver=s.driver)
     values["going"], values["diverged"] = going, carry[2]
     host = jax.device_get(values)  # the log's one read from the devices
     row = {f: np.asarray(v, np.float64)[:num] for f, v in host.items()
@@ -339,6 +340,7 @@ def train(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     matmul_precision: str = "float32",
     checkpoint_every: int | str | None = None,
+    preconditioned_sharpness: bool = False,
 ) -> TrainResult:
     """Train ``params`` for ``steps`` full-batch steps; log every ``log_every`` steps (and at 0 and
     at the end). See the module docstring; ``history["test_accuracy"]`` is NaN without a test
@@ -368,6 +370,15 @@ def train(
     (tested). The logged gradient metrics are then of the USO update; the loss, accuracies and
     sharpness are the true ones.
 
+    ``preconditioned_sharpness`` (``optimizer="adam"`` only; ValueError otherwise): also log
+    ``history["preconditioned_sharpness"]``, the largest eigenvalue of D^{-1/2} H D^{-1/2} with
+    Adam's preconditioner D = diag(√v̂ + ε) of the optimizer state at that log (v̂ = ν/(1 − β₂ᵗ),
+    the bias-corrected second moment): matrix-free, by the sharpness' Lanczos (same
+    ``sharpness_iters``, ``sharpness_tol``, ``driver``) from a fresh Gaussian vector
+    (:func:`gzone.training.sharpness.preconditioned_sharpness`). NaN at step 0, where Adam has no
+    second moment yet (D is undefined: it is not replaced by the first step's). Without it the
+    history has exactly the fields of :data:`HISTORY_FIELDS`.
+
     One run is a grid of one point (:func:`train_grid`): the same compiled programs."""
     stacked = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], params)
     grid = train_grid(apply_fn, stacked, x, y, lr=[lr], steps=steps, log_every=log_every,
@@ -378,9 +389,10 @@ def train(
                       chunk_size=chunk_size, driver=driver, devices=jax.local_devices()[:1],
                       checkpoint_dir=checkpoint_dir, matmul_precision=matmul_precision,
                       checkpoint_every=checkpoint_every,
+                      preconditioned_sharpness=preconditioned_sharpness,
                       on_log=None if on_log is None else _single_row(on_log))
     kept = np.isfinite(grid.history["loss"][0])
-    history = {f: grid.history[f][0][kept] for f in HISTORY_FIELDS}
+    history = {f: grid.history[f][0][kept] for f in grid.history}
     history["step"] = history["step"].astype(np.int64)
     params_out = jax.tree_util.tree_map(lambda a: a[0], grid.params)
     diverged = int(grid.diverged_at[0])
@@ -435,7 +447,8 @@ def train_grid(
     at once at each log (:mod:`gzone.training.sharpness`: one vmapped Lanczos, each point stopped
     by its own residual). Results equal :func:`train` run point by point (tested).
     ``preconditioned_sharpness`` (Adam only) also logs the top eigenvalue of D^{-1/2} H D^{-1/2}
-    with Adam's preconditioner D (NaN at step 0, before any second moment).
+    with Adam's preconditioner D (NaN at step 0, before any second moment; see :func:`train`),
+    all points of a batch in one vmapped Lanczos like the sharpness.
 
     ``devices`` (default: all local devices): the points of a batch are sharded over them (a 1-D
     mesh, :mod:`gzone.sharding`; a batch is padded to a multiple of their number). A grid split
@@ -451,6 +464,9 @@ def train_grid(
         _check(float(value), steps, log_every, optimizer, labels, key, driver)
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if preconditioned_sharpness and optimizer != "adam":
+        raise ValueError("preconditioned_sharpness is Adam's: it needs optimizer='adam', got "
+                         f"{optimizer!r}")
     point0 = jax.tree_util.tree_map(lambda a: a[0], params)
     if driver == "auto":
         driver = auto_driver(apply_fn, point0, x[:1])
@@ -458,15 +474,12 @@ def train_grid(
     width = len(jax.local_devices() if devices is None else devices)
     batch_size, chunk_size = grid_layout(
         apply_fn, point0, jnp.asarray(x, dtype), num_points, optimizer=optimizer,
-        sharpness=sharpness, sharpness_iters=sharpness_iters, batch_size=batch_size,
-        chunk_size=chunk_size, devices=width)
+        sharpness=sharpness or bool(preconditioned_sharpness), sharpness_iters=sharpness_iters,
+        batch_size=batch_size, chunk_size=chunk_size, devices=width)
     data = prepare_data(apply_fn, point0, x, y, x_test, y_test, chunk_size, labels, key)
     temperatures = np.broadcast_to(np.asarray(temperature, np.float64), (num_points,))
     precision.matmul(matmul_precision)  # a known setting (ValueError otherwise)
     checkpoint_cadence(checkpoint_every)
-    if preconditioned_sharpness and optimizer != "adam":
-        raise ValueError("preconditioned_sharpness is Adam's: it needs optimizer='adam', got "
-                         f"{optimizer!r}")
     settings = Settings(apply_fn, optimizer, labels, bool(uso), driver, steps, log_every,
                         sharpness, sharpness_iters, sharpness_tol, key, matmul_precision,
                         checkpoint_every, bool(preconditioned_sharpness))

@@ -7,8 +7,18 @@ optimizer. GD runs at the paper's η = η0·α^(2−L); Adam at η = η0·α (``
 step does not scale with the gradient, so η ∝ α keeps its size relative to ‖θ‖ = α‖θ0‖ the same
 for every α; ``"paper"`` uses GD's rule). Both log the sharpness ‖H‖₂; Adam also logs its
 preconditioned sharpness, the top eigenvalue of D^{-1/2} H D^{-1/2} with Adam's D = √v̂ + ε
-(matrix-free Lanczos, :func:`gzone.training.sharpness.preconditioned_sharpness`), whose stability
-threshold is η·λ = 38 (Cohen et al. 2022, "Adaptive gradient methods at the edge of stability").
+(matrix-free: the sharpness' vmapped Lanczos on v -> D^{-1/2} H D^{-1/2} v,
+:func:`gzone.training.sharpness.preconditioned_sharpness`; null at step 0, where Adam has no
+second moment yet), whose stability threshold is η·λ = (2 + 2β₁)/(1 − β₁) = 38 at β₁ = 0.9 (Cohen
+et al. 2022, "Adaptive gradient methods at the edge of stability").
+
+Claims: ``adam-trains-outside-zone`` — some α outside the zone (‖G‖₂ ≤ ‖H-term‖₂ at init) where
+Adam trains (best train accuracy above twice chance) at some η0 and GD at none; inconclusive when
+GD itself trains at every α outside the zone (nothing to tell the optimizers apart) or nothing lies
+outside. ``adam-edge-of-stability`` (paper scale) — the median over α of the median over Adam's
+trained runs of η·max_t λ_t(D^{-1/2} H D^{-1/2}) / 38 lies in [0.8, 1.25]. Figures: Fig. 8's heat
+maps per optimizer (zone columns outlined) and the preconditioned beside the plain sharpness
+against the step.
 
     gzone run beyond/adam
     gzone run beyond/adam --preset cpu --data-dir ../shared/data
@@ -113,9 +123,26 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _trajectories(records: list[dict[str, Any]], optimizer: str, name: str
+                  ) -> dict[tuple, tuple[list[int], list[float]]]:
+    """(α, η0, seed) -> (steps, η·``name``) of the ``log`` records of ``optimizer`` (|λ| for the
+    plain sharpness, the largest-magnitude eigenvalue; null entries skipped)."""
+    runs: dict[tuple, list[tuple[int, float]]] = {}
+    for r in records:
+        if r.get("kind") == "log" and r.get("optimizer") == optimizer and r.get(name) is not None:
+            runs.setdefault((r["alpha"], r["lr0"], r["seed"]), []).append(
+                (r["step"], r["lr"] * abs(r[name])))
+    return {k: ([p[0] for p in sorted(v)], [p[1] for p in sorted(v)]) for k, v in sorted(runs.items())}
+
+
 def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem: Any = None):
-    """Fig. 8's heat maps for each optimizer (``<path_stem>-<optimizer>``), and Adam's
-    η·λ(D^{-1/2} H D^{-1/2}) over the steps against its threshold 38 (``<path_stem>``)."""
+    """Fig. 8's heat maps for each optimizer (``<path_stem>-<optimizer>``: best train accuracy,
+    largest ‖θ‖, η·‖H‖₂ at initialisation, the zone's α columns outlined), and the sharpness
+    against the step (``<path_stem>``): Adam's η·λ_max(D^{-1/2} H D^{-1/2}) against its threshold
+    38 (left) beside the plain η·|λ_max(H)| of GD (solid) and Adam (dotted) against GD's 2
+    (right); colour: α. The heat maps' "inadmissible" mark (η·‖H‖₂ > 2 at initialisation) and
+    the rows' ``inadmissible*`` columns are GD's criterion, shown for Adam only for comparison:
+    Adam's own is η·λ_max(D^{-1/2} H D^{-1/2}) > 38, undefined at initialisation (left panel)."""
     import matplotlib.pyplot as plt
 
     from gzone import plots
@@ -127,26 +154,42 @@ def figure(records: list[dict[str, Any]], *, title: str | None = None, path_stem
         drawn.append(grid_figures.fig8_figure(
             _of(records, o), title=f"{title or 'beyond/adam'}: {o}",
             path_stem=None if path_stem is None else f"{path_stem}-{o}"))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    runs: dict[tuple, list[tuple[int, float]]] = {}
-    for r in records:
-        if r.get("kind") == "log" and r.get("optimizer") == "adam" \
-                and r.get("preconditioned_sharpness") is not None:
-            runs.setdefault((r["alpha"], r["lr0"], r["seed"]), []).append(
-                (r["step"], r["lr"] * r["preconditioned_sharpness"]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     cmap = plt.get_cmap("viridis")
-    alpha_values = sorted({k[0] for k in runs})
-    for (alpha, _lr0, _seed), pts in sorted(runs.items()):
-        pts.sort()
-        colour = cmap(alpha_values.index(alpha) / max(len(alpha_values) - 1, 1))
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colour, lw=0.8, alpha=0.8)
-    ax.axhline(ADAM_THRESHOLD, color="red", ls="--", lw=1, label="38 (Adam's threshold)")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(r"$\eta\,\lambda_{\max}(D^{-1/2} H D^{-1/2})$")
-    ax.set_title("Adam's preconditioned sharpness (colour: alpha)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    alpha_values = sorted({r["alpha"] for r in records if r.get("kind") == "run"})
+
+    def colour(alpha: float) -> Any:
+        return cmap(alpha_values.index(alpha) / max(len(alpha_values) - 1, 1))
+
+    panels = ((left, [("adam", "preconditioned_sharpness", "-")], ADAM_THRESHOLD,
+               "38 (Adam's threshold)", r"$\eta\,\lambda_{\max}(D^{-1/2} H D^{-1/2})$",
+               "Adam: preconditioned sharpness"),
+              (right, [("gd", "sharpness", "-"), ("adam", "sharpness", ":")], grid.ADMISSIBLE,
+               "2 (GD's threshold)", r"$\eta\,|\lambda_{\max}(H)|$",
+               "plain sharpness: GD (solid), Adam (dotted)"))
+    for ax, series, threshold, label, ylabel, heading in panels:
+        drawn_any = False
+        for optimizer, name, style in series:
+            for (alpha, _lr0, _seed), (steps, values) in _trajectories(records, optimizer, name).items():
+                ax.plot(steps, values, color=colour(alpha), ls=style, lw=0.8, alpha=0.8)
+                drawn_any = True
+        ax.axhline(threshold, color="red", ls="--", lw=1, label=label)
+        if drawn_any:  # dead runs (λ ~ 0) would stretch the log axis over 30 decades
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], threshold * 1e-6))
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(heading, fontsize=9)
+        ax.legend(fontsize=8)
+    if alpha_values:
+        mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max(len(alpha_values) - 1, 1)))
+        bar = fig.colorbar(mappable, ax=[left, right], ticks=range(len(alpha_values)))
+        bar.ax.set_yticklabels([f"{a:.3g}" for a in alpha_values])
+        bar.set_label(r"$\alpha$")
+    if title:
+        fig.suptitle(title, fontsize=10)
     plots.save(fig, path_stem)
     return [fig, *drawn]
 
